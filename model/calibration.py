@@ -1,0 +1,57 @@
+"""Temperature scaling and the calibration metrics it is judged by (ECE, Brier)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> float:
+    """The T > 0 minimising the NLL of sigmoid(logits / T) on held-out data (validation, never test)."""
+    logits = logits.detach().double()
+    labels = labels.double()
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)  # optimise log T so T stays positive
+    optimiser = torch.optim.LBFGS([log_t], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits / log_t.exp(), labels)
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return float(log_t.exp())
+
+
+def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
+    """ECE over equal-width bins of the predicted label's confidence (the usual binary definition)."""
+    probs = probs.double()
+    confidence = torch.maximum(probs, 1 - probs)
+    correct = ((probs >= 0.5).long() == labels.long()).double()
+    edges = torch.linspace(0.5, 1.0, bins + 1, dtype=torch.float64)
+    ece = torch.zeros((), dtype=torch.float64)
+    for i in range(bins):
+        upper = confidence <= edges[i + 1] if i == bins - 1 else confidence < edges[i + 1]
+        in_bin = (confidence >= edges[i]) & upper
+        if in_bin.any():
+            ece += in_bin.double().mean() * (confidence[in_bin].mean() - correct[in_bin].mean()).abs()
+    return float(ece)
+
+
+def brier_score(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    return float(((probs.double() - labels.double()) ** 2).mean())
+
+
+def reliability_bins(probs: torch.Tensor, labels: torch.Tensor, bins: int = 10) -> list[dict]:
+    """Per-bin mean predicted P(positive) vs observed positive rate, for the reliability diagram."""
+    probs = probs.double()
+    labels = labels.double()
+    edges = torch.linspace(0.0, 1.0, bins + 1, dtype=torch.float64)
+    table = []
+    for i in range(bins):
+        upper = probs <= edges[i + 1] if i == bins - 1 else probs < edges[i + 1]
+        in_bin = (probs >= edges[i]) & upper
+        count = int(in_bin.sum())
+        table.append({"low": float(edges[i]), "high": float(edges[i + 1]), "count": count,
+                      "mean_predicted": float(probs[in_bin].mean()) if count else None,
+                      "fraction_positive": float(labels[in_bin].mean()) if count else None})
+    return table

@@ -1,0 +1,151 @@
+"""The sentiment network: token embedding -> (bi)LSTM over right-padded batches -> pooling -> logit.
+
+Batch invariance is the design constraint here: a review must get the same score alone or padded inside any
+batch. Packed sequences guarantee that but make the CPU backward pass several times slower, so instead:
+- batches are right-padded, so a forward LSTM never sees padding before a real token;
+- the backward direction runs a second forward LSTM over each row's real tokens reversed in place (padding
+  stays at the end), so it too never reads padding before a real token;
+- every pooling step masks padded positions out.
+Outputs at padded positions are garbage and are never read.
+
+An optional "wide" branch adds a linear model over hashed unigram+bigram ids (fastText-style, averaged over the
+real tokens). Bag-of-n-grams and LSTMs make different mistakes on IMDB, so summing their logits helps; it is a
+config switch (`ngram_buckets=0` turns it off) kept only because it pays on validation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import nn
+
+POOLINGS = ("last", "max_mean", "attention")
+_BIGRAM_PRIME = 1_000_003
+
+
+@dataclass
+class NetworkConfig:
+    vocab_size: int = 30000
+    embed_dim: int = 128
+    hidden_dim: int = 128
+    num_layers: int = 1
+    bidirectional: bool = True
+    pooling: str = "max_mean"
+    dropout: float = 0.4
+    embed_dropout: float = 0.2
+    ngram_buckets: int = 0
+
+    def __post_init__(self) -> None:
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {POOLINGS}, got {self.pooling!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "NetworkConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    """Reverse each row's first `lengths[b]` steps in place, leaving its padding where it is.
+
+    It is its own inverse, so the same call maps the backward LSTM's outputs back to text order.
+    """
+    steps = torch.arange(x.size(1), device=x.device).unsqueeze(0)
+    last = lengths.unsqueeze(1) - 1
+    index = torch.where(steps <= last, last - steps, steps)
+    return x.gather(1, index.unsqueeze(-1).expand_as(x))
+
+
+class SentimentLSTM(nn.Module):
+    def __init__(self, config: NetworkConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        self.embedding = nn.Embedding(c.vocab_size, c.embed_dim, padding_idx=0)
+        self.embed_dropout = nn.Dropout(c.embed_dropout)
+        directions = 2 if c.bidirectional else 1
+        self.forward_lstms = nn.ModuleList()
+        self.backward_lstms = nn.ModuleList()
+        size = c.embed_dim
+        for _ in range(c.num_layers):
+            self.forward_lstms.append(nn.LSTM(size, c.hidden_dim, batch_first=True))
+            if c.bidirectional:
+                self.backward_lstms.append(nn.LSTM(size, c.hidden_dim, batch_first=True))
+            size = c.hidden_dim * directions
+        self.dropout = nn.Dropout(c.dropout)
+        if c.pooling == "attention":
+            self.attention = nn.Sequential(nn.Linear(size, size), nn.Tanh(), nn.Linear(size, 1, bias=False))
+        features = size * 2 if c.pooling == "max_mean" else size
+        self.head = nn.Sequential(nn.Linear(features, c.hidden_dim), nn.ReLU(), nn.Dropout(c.dropout),
+                                  nn.Linear(c.hidden_dim, 1))
+        if c.ngram_buckets:
+            self.unigram_weights = nn.Embedding(c.vocab_size, 1)
+            self.bigram_weights = nn.Embedding(c.ngram_buckets, 1)
+            nn.init.zeros_(self.unigram_weights.weight)
+            nn.init.zeros_(self.bigram_weights.weight)
+
+    def flatten_parameters(self) -> None:
+        """Re-pack LSTM weights into one contiguous block (cuDNN warns and slows down otherwise after loading)."""
+        for lstm in [*self.forward_lstms, *self.backward_lstms]:
+            lstm.flatten_parameters()
+
+    def sequence_features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Per-token LSTM outputs [B, T, H*directions]; rows are right-padded to T, lengths >= 1."""
+        x = self.embed_dropout(self.embedding(ids))
+        for layer, forward_lstm in enumerate(self.forward_lstms):
+            if layer:
+                x = self.dropout(x)
+            out, _ = forward_lstm(x)
+            if self.config.bidirectional:
+                back, _ = self.backward_lstms[layer](reverse_padded(x, lengths))
+                out = torch.cat([out, reverse_padded(back, lengths)], dim=-1)
+            x = out
+        return x
+
+    def pool(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = torch.arange(x.size(1), device=x.device).unsqueeze(0) < lengths.unsqueeze(1)  # [B, T]
+        pooling = self.config.pooling
+        if pooling == "last":
+            last = (lengths - 1).view(-1, 1, 1).expand(-1, 1, x.size(-1))
+            at_last = x.gather(1, last).squeeze(1)
+            if not self.config.bidirectional:
+                return at_last
+            half = self.config.hidden_dim
+            # The backward direction has read the whole row by position 0.
+            return torch.cat([at_last[:, :half], x[:, 0, half:]], dim=-1)
+        if pooling == "attention":
+            scores = self.attention(x).squeeze(-1).masked_fill(~mask, float("-inf"))
+            weights = torch.softmax(scores, dim=1).unsqueeze(-1)
+            return (weights * x).sum(1)
+        m = mask.unsqueeze(-1)
+        maxed = x.masked_fill(~m, float("-inf")).max(dim=1).values
+        mean = (x * m).sum(1) / lengths.unsqueeze(1).to(x.dtype)
+        return torch.cat([maxed, mean], dim=-1)
+
+    def wide_logit(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        mask = (torch.arange(ids.size(1), device=ids.device).unsqueeze(0) < lengths.unsqueeze(1)).to(
+            self.unigram_weights.weight.dtype)
+        uni = (self.unigram_weights(ids).squeeze(-1) * mask).sum(1)
+        bigram_ids = (ids[:, :-1] * _BIGRAM_PRIME + ids[:, 1:]) % self.config.ngram_buckets
+        bi = (self.bigram_weights(bigram_ids).squeeze(-1) * mask[:, 1:]).sum(1)
+        return (uni + bi) / lengths.to(mask.dtype)
+
+    def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Uncalibrated logits [B] for right-padded token ids [B, T] with real lengths [B] (each >= 1)."""
+        return self.branch_logits(ids, lengths).sum(-1)
+
+    def branch_logits(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Per-branch logits [B, branches]: the LSTM's, then the wide n-gram model's when enabled.
+
+        Training puts a loss on each branch as well as on their sum, so the fast-learning n-gram branch
+        cannot leave the LSTM without gradient.
+        """
+        pooled = self.dropout(self.pool(self.sequence_features(ids, lengths), lengths))
+        deep = self.head(pooled).squeeze(-1)
+        if not self.config.ngram_buckets:
+            return deep.unsqueeze(-1)
+        return torch.stack([deep, self.wide_logit(ids, lengths)], dim=-1)

@@ -1,0 +1,144 @@
+"""`SentimentModel`: the one inference path, used in-process and by the web service alike.
+
+Per-text steps (encode) are kept apart from per-batch steps (predict_encoded) so a server can tokenise each
+request as it arrives and pack batches by token count itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+from model.artifact import DEFAULT_ARTIFACT, load_artifact
+from model.tokenizer import UNK_ID
+
+
+@dataclass(frozen=True)
+class Encoded:
+    """A tokenised text. The model reads every token: nothing is truncated, so `tokens` is what was read."""
+
+    ids: tuple[int, ...]
+    tokens: int
+
+    @property
+    def cost(self) -> int:
+        """Time steps the LSTM will run for this text (at least one, even for a text with no tokens)."""
+        return len(self.ids)
+
+
+@dataclass(frozen=True)
+class Prediction:
+    positive: float
+    tokens: int
+    truncated: bool = False
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`; asking for a GPU that is not there is an error."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise ValueError(f"unsupported device {device!r}: use auto, cpu, cuda or cuda:N")
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r} requested but CUDA is not available on this machine "
+                             f"(torch {torch.__version__}); use auto or cpu")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return resolved
+
+
+class SentimentModel:
+    def __init__(self, path: str | Path = DEFAULT_ARTIFACT, device: str | torch.device = "auto"):
+        self.path = Path(path)
+        self.device = resolve_device(device)
+        self.config, self.metrics, self.network, self.tokenizer = load_artifact(self.path, self.device)
+        self.name: str = self.config["name"]
+        self.version: str = self.config["version"]
+        self.temperature: float = float(self.config["temperature"])
+        self.labels: list[str] = list(self.config["labels"])
+
+    def encode(self, texts: Sequence[str]) -> list[Encoded]:
+        """Tokenise a batch with the tokenizer's (parallel, Rust) batch encoder."""
+        encodings = self.tokenizer.encode_batch(list(texts), add_special_tokens=False)
+        # An LSTM needs at least one step; a text with no tokens reads one [UNK] and reports 0 tokens.
+        return [Encoded(tuple(e.ids) or (UNK_ID,), len(e.ids)) for e in encodings]
+
+    def collate(self, batch: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Right-pad to the longest row (padding never changes a result; see model.network)."""
+        lengths = torch.tensor([e.cost for e in batch], dtype=torch.long)
+        ids = torch.zeros((len(batch), int(lengths.max())), dtype=torch.long)
+        for row, e in enumerate(batch):
+            ids[row, : e.cost] = torch.tensor(e.ids, dtype=torch.long)
+        if self.device.type == "cuda":
+            # Pinned host memory lets the copy overlap with whatever the GPU is still doing.
+            return (ids.pin_memory().to(self.device, non_blocking=True),
+                    lengths.pin_memory().to(self.device, non_blocking=True))
+        return ids, lengths
+
+    @torch.inference_mode()
+    def logits(self, batch: Sequence[Encoded]) -> torch.Tensor:
+        """Calibrated logits (temperature applied) for one batch, as a CPU float tensor."""
+        ids, lengths = self.collate(batch)
+        return (self.network(ids, lengths).float() / self.temperature).cpu()
+
+    def predict_encoded(self, batch: Sequence[Encoded]) -> list[float]:
+        """Calibrated P(positive) for one already-sized batch: exactly one forward pass."""
+        if not batch:
+            return []
+        return torch.sigmoid(self.logits(batch)).tolist()
+
+    def plan_batches(self, encoded: Sequence[Encoded], batch_size: int = 64,
+                     max_batch_tokens: int = 32768) -> list[list[int]]:
+        """Indices grouped into batches, sorted by length so rows of a batch need little padding."""
+        order = sorted(range(len(encoded)), key=lambda i: encoded[i].cost)
+        batches: list[list[int]] = []
+        current: list[int] = []
+        for i in order:
+            longest = encoded[i].cost  # ascending order: the newcomer is the longest row
+            if current and (len(current) == batch_size or longest * (len(current) + 1) > max_batch_tokens):
+                batches.append(current)
+                current = []
+            current.append(i)
+        if current:
+            batches.append(current)
+        return batches
+
+    def predict(self, texts: Sequence[str], batch_size: int = 64, max_batch_tokens: int = 32768) -> list[Prediction]:
+        encoded = self.encode(texts)
+        probs = [0.0] * len(encoded)
+        for indices in self.plan_batches(encoded, batch_size, max_batch_tokens):
+            for i, p in zip(indices, self.predict_encoded([encoded[i] for i in indices])):
+                probs[i] = p
+        return [Prediction(p, e.tokens) for p, e in zip(probs, encoded)]
+
+    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> list[float]:
+        """Calibrated P(positive) per text, batched internally."""
+        return [p.positive for p in self.predict(texts, batch_size)]
+
+    def card(self) -> dict:
+        """Facts about the model for people: what it is, how it was trained, how well it does."""
+        return {
+            "name": self.name,
+            "version": self.version,
+            "labels": self.labels,
+            "architecture": self.config["network"],
+            "temperature": self.temperature,
+            "device": str(self.device),
+            "metrics": self.metrics,
+            "truncation": "none: the whole review is read",
+        }
+
+
+def load_model(path: str | Path = DEFAULT_ARTIFACT, device: str | torch.device = "auto") -> SentimentModel:
+    """Load a verified artifact folder (the shipped one by default) onto `device`."""
+    return SentimentModel(path, device)

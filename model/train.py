@@ -1,0 +1,377 @@
+"""Train the sentiment LSTM on IMDB and write a versioned artifact folder.
+
+    python -m model.train --data ../shared/data/aclImdb_v1.tar.gz            # full training (make train)
+    python -m model.train --smoke --out /tmp/artifact                        # seconds, synthetic text
+
+Validation is carved out of train (seeded, stratified) and drives early stopping, model selection and the
+temperature; the test split is read once, at the end, for the report stored in metrics.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import random
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from model import data as imdb
+from model.artifact import DEFAULT_ARTIFACT, save_artifact
+from model.calibration import brier_score, expected_calibration_error, fit_temperature
+from model.network import NetworkConfig, SentimentLSTM
+from model.predictor import resolve_device
+from model.pretrain import cooccurrence, ppmi_svd
+from model.tokenizer import UNK_ID, build_tokenizer
+
+
+@dataclass
+class TrainConfig:
+    data: str | None = None
+    out: str = str(DEFAULT_ARTIFACT)
+    checkpoint_dir: str = "runs/latest"
+    resume: bool = False
+    seed: int = 13
+    device: str = "auto"
+    threads: int = 0
+    epochs: int = 8
+    patience: int = 2
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 1e-2
+    clip: float = 1.0
+    val_fraction: float = 0.1
+    max_train_tokens: int = 400
+    vocab_size: int = 30000
+    lowercase: bool = True
+    pretrain_embeddings: bool = True
+    train_limit: int = 0
+    name: str = "imdb-lstm"
+    version: str = "1.0.0"
+    evaluate_test: bool = True
+    smoke: bool = False
+    progress: bool = True
+    network: NetworkConfig = field(default_factory=NetworkConfig)
+
+
+def set_seed(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def smoke_corpus(n: int, seed: int) -> tuple[list[imdb.Review], list[imdb.Review]]:
+    """Synthetic labelled reviews (no dataset needed): sentiment words in neutral filler."""
+    rng = random.Random(seed)
+    good = "great wonderful superb brilliant loved moving excellent fun".split()
+    bad = "awful boring terrible worst waste dull stupid bad".split()
+    filler = "the movie film plot actor scene story it was and a of this i with".split()
+    reviews = []
+    for i in range(n):
+        label = i % 2
+        words = [rng.choice(filler) for _ in range(rng.randint(5, 40))]
+        for _ in range(rng.randint(1, 4)):
+            words.insert(rng.randrange(len(words) + 1), rng.choice(good if label else bad))
+        reviews.append(imdb.Review(" ".join(words).capitalize() + ".<br /><br />", label, 8 if label else 2, "train"))
+    return imdb.stratified_split(reviews, 0.2, seed)
+
+
+def git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).parent, timeout=5).stdout.strip() or None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def bucket_batches(lengths: list[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of similar-length rows: sort within large random pools, so padding stays small."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    pool = batch_size * 50
+    batches = []
+    for start in range(0, len(order), pool):
+        chunk = sorted(order[start:start + pool], key=lambda i: lengths[i])
+        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def make_batch(seqs: list[list[int]], max_tokens: int, rng: random.Random | None,
+               device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-padded ids and lengths; during training a long review contributes a random window of it."""
+    rows = []
+    for ids in seqs:
+        ids = ids or [UNK_ID]
+        if max_tokens and len(ids) > max_tokens and rng is not None:
+            start = rng.randrange(len(ids) - max_tokens + 1)
+            ids = ids[start:start + max_tokens]
+        rows.append(ids)
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    batch = torch.zeros((len(rows), int(lengths.max())), dtype=torch.long)
+    for i, r in enumerate(rows):
+        batch[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+    return batch.to(device), lengths.to(device)
+
+
+@torch.inference_mode()
+def predict_logits(network: SentimentLSTM, seqs: list[list[int]], device: torch.device,
+                   batch_tokens: int = 65536) -> torch.Tensor:
+    """Uncalibrated logits of whole reviews (no cropping), in input order."""
+    network.eval()
+    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+    out = torch.empty(len(seqs))
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and end - start < 256 and len(seqs[order[end]]) * (end - start + 1) <= batch_tokens:
+            end += 1
+        idx = order[start:end]
+        ids, lengths = make_batch([seqs[i] for i in idx], 0, None, device)
+        out[idx] = network(ids, lengths).float().cpu()
+        start = end
+    return out
+
+
+def binary_metrics(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> dict:
+    probs = torch.sigmoid(logits / temperature)
+    return {"accuracy": float(((probs >= 0.5).long() == labels).double().mean()),
+            "ece": expected_calibration_error(probs, labels), "brier": brier_score(probs, labels),
+            "nll": float(nn.functional.binary_cross_entropy(probs.double(), labels.double()))}
+
+
+def pretrained_embeddings(tokenizer, texts: list[str], dim: int, seed: int) -> torch.Tensor:
+    seqs = [e.ids for e in tokenizer.encode_batch(texts, add_special_tokens=False)]
+    vocab = tokenizer.get_vocab_size()
+    counts = cooccurrence(seqs, vocab, contexts=min(vocab, 10000), window=5)
+    vectors = ppmi_svd(counts, dim, seed)
+    vectors[0] = 0.0  # padding row
+    return vectors
+
+
+def train(cfg: TrainConfig) -> dict:
+    """Train, select the best epoch on validation, calibrate, write the artifact; returns the metrics."""
+    started = time.time()
+    set_seed(cfg.seed)
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    log = (lambda msg: tqdm.write(msg)) if cfg.progress else (lambda msg: None)
+
+    unsup: list[imdb.Review] = []
+    data_sha = None
+    if cfg.smoke:
+        train_set, val_set = smoke_corpus(400, cfg.seed)
+    else:
+        if not cfg.data:
+            raise SystemExit("--data PATH is required (the aclImdb_v1.tar.gz archive or its folder), or --download")
+        splits = ("train", "unsup") if cfg.pretrain_embeddings else ("train",)
+        loaded = imdb.load_splits(cfg.data, splits)
+        train_set, val_set = imdb.stratified_split(loaded["train"], cfg.val_fraction, cfg.seed)
+        unsup = loaded.get("unsup", [])
+        if Path(cfg.data).is_file():
+            data_sha = imdb.sha256_file(cfg.data)
+    if cfg.train_limit:
+        train_set = train_set[:cfg.train_limit]
+    log(f"train {len(train_set)}  validation {len(val_set)}  unlabelled {len(unsup)}  device {device}")
+
+    corpus = [r.text for r in train_set] + [r.text for r in unsup]  # never validation or test text
+    tokenizer = build_tokenizer(corpus, vocab_size=cfg.vocab_size, min_frequency=1 if cfg.smoke else 3,
+                                lowercase=cfg.lowercase)
+    net_cfg = NetworkConfig(**{**cfg.network.to_dict(), "vocab_size": tokenizer.get_vocab_size()})
+    network = SentimentLSTM(net_cfg)
+    if cfg.pretrain_embeddings and not cfg.smoke:
+        t0 = time.time()
+        with torch.no_grad():
+            network.embedding.weight.copy_(pretrained_embeddings(tokenizer, corpus, net_cfg.embed_dim, cfg.seed))
+        log(f"PPMI-SVD embeddings from {len(corpus)} reviews in {time.time() - t0:.0f}s")
+    network.to(device)
+
+    def encode(reviews: list[imdb.Review]) -> tuple[list[list[int]], torch.Tensor]:
+        enc = tokenizer.encode_batch([r.text for r in reviews], add_special_tokens=False)
+        return [e.ids for e in enc], torch.tensor([r.label for r in reviews])
+
+    train_ids, train_y = encode(train_set)
+    val_ids, val_y = encode(val_set)
+    optimiser = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+    warmup = max(1, steps_per_epoch // 4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps))))
+
+    ckpt_dir = Path(cfg.checkpoint_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "history": []}
+    if cfg.resume and (ckpt_dir / "last.pt").is_file():
+        saved = torch.load(ckpt_dir / "last.pt", map_location=device, weights_only=False)  # our own checkpoint
+        network.load_state_dict(saved["network"])
+        optimiser.load_state_dict(saved["optimiser"])
+        scheduler.load_state_dict(saved["scheduler"])
+        random.setstate(saved["python_rng"])
+        torch.set_rng_state(saved["torch_rng"])
+        state = saved["state"]
+        log(f"resumed from {ckpt_dir / 'last.pt'} after epoch {state['epoch']}")
+
+    loss_fn = nn.BCEWithLogitsLoss()
+    rng = random.Random(cfg.seed)
+    for _ in range(state["epoch"]):  # keep the batch order reproducible across a resume
+        bucket_batches([len(s) for s in train_ids], cfg.batch_size, rng)
+    while state["epoch"] < cfg.epochs and state["epoch"] - state["best_epoch"] < cfg.patience:
+        epoch = state["epoch"] + 1
+        network.train()
+        batches = bucket_batches([min(len(s), cfg.max_train_tokens) for s in train_ids], cfg.batch_size, rng)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress, unit="batch",
+                   dynamic_ncols=True)
+        running = 0.0
+        for step, idx in enumerate(bar, 1):
+            ids, lengths = make_batch([train_ids[i] for i in idx], cfg.max_train_tokens, rng, device)
+            y = train_y[idx].float().to(device)
+            branches = network.branch_logits(ids, lengths)
+            loss = loss_fn(branches.sum(-1), y)
+            if branches.size(-1) > 1:
+                loss = loss + sum(loss_fn(branches[:, k], y) for k in range(branches.size(-1))) / branches.size(-1)
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(network.parameters(), cfg.clip)
+            optimiser.step()
+            scheduler.step()
+            running += (float(loss) - running) / min(step, 50)
+            if step % 10 == 0:
+                bar.set_postfix(loss=f"{running:.4f}")
+        val = binary_metrics(predict_logits(network, val_ids, device), val_y)
+        state["epoch"] = epoch
+        state["history"].append({"epoch": epoch, "train_loss": running, **{f"val_{k}": v for k, v in val.items()}})
+        if val["accuracy"] > state["best_accuracy"]:
+            state["best_accuracy"], state["best_epoch"] = val["accuracy"], epoch
+            torch.save(network.state_dict(), ckpt_dir / "best.pt")
+        log(f"epoch {epoch}: train loss {running:.4f}  val accuracy {val['accuracy']:.4f}  val nll {val['nll']:.4f}"
+            f"  (best {state['best_accuracy']:.4f} @ {state['best_epoch']})")
+        torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(),
+                    "scheduler": scheduler.state_dict(), "python_rng": random.getstate(),
+                    "torch_rng": torch.get_rng_state(), "state": state}, ckpt_dir / "last.pt")
+
+    network.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location=device, weights_only=True))
+    val_logits = predict_logits(network, val_ids, device)
+    temperature = fit_temperature(val_logits, val_y)
+    before, after = binary_metrics(val_logits, val_y), binary_metrics(val_logits, val_y, temperature)
+    log(f"temperature {temperature:.3f}: validation ECE {before['ece']:.4f} -> {after['ece']:.4f}")
+    train_seconds = time.time() - started
+    metrics = {
+        "validation": {**after, "ece_before_calibration": before["ece"], "size": len(val_ids)},
+        "history": state["history"],
+        "best_epoch": state["best_epoch"],
+        "training": {"seconds": round(train_seconds, 1), "device": str(device),
+                     "hardware": f"{platform.machine()} {platform.processor() or ''}".strip(),
+                     "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "seed": cfg.seed,
+                     "train_reviews": len(train_ids), "unlabelled_reviews": len(unsup),
+                     "data": "synthetic smoke corpus" if cfg.smoke else "IMDB aclImdb_v1 (train split)",
+                     "data_sha256": data_sha, "git_commit": git_commit(),
+                     "config": {k: v for k, v in cfg.__dict__.items() if k not in ("network", "data", "out",
+                                                                                  "checkpoint_dir")}},
+    }
+    extra = {"max_train_tokens": cfg.max_train_tokens}
+    network.cpu()
+    save_artifact(cfg.out, network, tokenizer, name=cfg.name, version=cfg.version, temperature=temperature,
+                  metrics=metrics, extra=extra)
+    if cfg.evaluate_test and not cfg.smoke:
+        from model.evaluate import evaluate_artifact
+        report = evaluate_artifact(cfg.out, cfg.data, device=str(device), out_dir=Path(cfg.out) / "report")
+        metrics["test"] = report["metrics"]
+        save_artifact(cfg.out, network, tokenizer, name=cfg.name, version=cfg.version, temperature=temperature,
+                      metrics=metrics, extra=extra)
+    log(f"artifact written to {cfg.out} in {time.time() - started:.0f}s")
+    return metrics
+
+
+def add_network_args(parser: argparse.ArgumentParser) -> None:
+    d = NetworkConfig()
+    g = parser.add_argument_group("network")
+    g.add_argument("--embed-dim", type=int, default=d.embed_dim, help="token embedding size")
+    g.add_argument("--hidden-dim", type=int, default=d.hidden_dim, help="LSTM hidden size per direction")
+    g.add_argument("--layers", type=int, default=d.num_layers, help="stacked LSTM layers")
+    g.add_argument("--unidirectional", action="store_true", help="forward LSTM only")
+    g.add_argument("--pooling", choices=["last", "max_mean", "attention"], default=d.pooling,
+                   help="how per-token outputs become one vector")
+    g.add_argument("--dropout", type=float, default=d.dropout, help="dropout between layers and in the head")
+    g.add_argument("--embed-dropout", type=float, default=d.embed_dropout, help="dropout on embeddings")
+    g.add_argument("--ngram-buckets", type=int, default=d.ngram_buckets,
+                   help="hash buckets of the wide unigram+bigram branch (0 disables it)")
+
+
+def network_from_args(args: argparse.Namespace) -> NetworkConfig:
+    return NetworkConfig(embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, num_layers=args.layers,
+                         bidirectional=not args.unidirectional, pooling=args.pooling, dropout=args.dropout,
+                         embed_dropout=args.embed_dropout, ngram_buckets=args.ngram_buckets)
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", help="aclImdb_v1.tar.gz or its extracted folder")
+    p.add_argument("--download", metavar="DEST", help="download the official archive to DEST (checksum checked) "
+                                                      "and train on it")
+    p.add_argument("--out", default=d.out, help="artifact folder to write (default: the shipped one)")
+    p.add_argument("--checkpoint-dir", default=d.checkpoint_dir, help="where per-epoch checkpoints go")
+    p.add_argument("--resume", action="store_true", help="continue from CHECKPOINT_DIR/last.pt")
+    p.add_argument("--seed", type=int, default=d.seed, help="seed for the split, init and batch order")
+    p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: torch default)")
+    p.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs")
+    p.add_argument("--patience", type=int, default=d.patience, help="stop after this many epochs without a "
+                                                                    "better validation accuracy")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="reviews per training step")
+    p.add_argument("--lr", type=float, default=d.lr, help="peak AdamW learning rate (cosine decay)")
+    p.add_argument("--weight-decay", type=float, default=d.weight_decay, help="AdamW weight decay")
+    p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of train held out")
+    p.add_argument("--max-train-tokens", type=int, default=d.max_train_tokens,
+                   help="training reads a random window of this many tokens of longer reviews (inference "
+                        "always reads the whole review)")
+    p.add_argument("--vocab-size", type=int, default=d.vocab_size, help="BPE vocabulary size")
+    p.add_argument("--cased", action="store_true", help="keep letter case in the tokenizer")
+    p.add_argument("--no-pretrain", action="store_true", help="random embeddings instead of PPMI-SVD vectors "
+                                                              "learned on train+unsup")
+    p.add_argument("--train-limit", type=int, default=0, help="use only the first N training reviews")
+    p.add_argument("--version", default=d.version, help="artifact version string")
+    p.add_argument("--no-test", action="store_true", help="skip the final test-split report")
+    p.add_argument("--smoke", action="store_true", help="tiny model on synthetic text, seconds; for tests and CI")
+    add_network_args(p)
+    a = p.parse_args(argv)
+    data = a.data
+    if a.download:
+        bar = tqdm(unit="B", unit_scale=True, desc="download")
+
+        def progress(done: int, total: int | None) -> None:
+            bar.total = total
+            bar.update(done - bar.n)
+
+        data = str(imdb.download(a.download, progress=progress))
+        bar.close()
+    net = network_from_args(a)
+    if a.smoke:
+        net = NetworkConfig(embed_dim=16, hidden_dim=16, pooling=a.pooling, ngram_buckets=a.ngram_buckets and 4096)
+    return TrainConfig(
+        data=data, out=a.out, checkpoint_dir=a.checkpoint_dir, resume=a.resume, seed=a.seed, device=a.device,
+        threads=a.threads, epochs=2 if a.smoke else a.epochs, patience=a.patience, batch_size=a.batch_size,
+        lr=1e-2 if a.smoke else a.lr, weight_decay=a.weight_decay, val_fraction=a.val_fraction,
+        max_train_tokens=a.max_train_tokens, vocab_size=500 if a.smoke else a.vocab_size, lowercase=not a.cased,
+        pretrain_embeddings=not a.no_pretrain, train_limit=a.train_limit, version=a.version,
+        evaluate_test=not a.no_test, smoke=a.smoke, network=net)
+
+
+def main(argv: list[str] | None = None) -> int:
+    metrics = train(parse_args(argv))
+    print(json.dumps({"validation": metrics["validation"], "test": metrics.get("test")}, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
