@@ -156,8 +156,13 @@ def pretrained_embeddings(tokenizer, texts: list[str], dim: int, seed: int) -> t
     return vectors
 
 
-def train(cfg: TrainConfig) -> dict:
-    """Train, select the best epoch on validation, calibrate, write the artifact; returns the metrics."""
+def train(cfg: TrainConfig, cache: dict | None = None) -> dict:
+    """Train, select the best epoch on validation, calibrate, write the artifact; returns the metrics.
+
+    `cache` (a dict kept by the caller) memoises the dataset, tokenizer and word vectors across calls with the
+    same data settings, so a hyperparameter search pays for them once.
+    """
+    cache = {} if cache is None else cache
     started = time.time()
     set_seed(cfg.seed)
     device = resolve_device(cfg.device)
@@ -173,7 +178,10 @@ def train(cfg: TrainConfig) -> dict:
         if not cfg.data:
             raise SystemExit("--data PATH is required (the aclImdb_v1.tar.gz archive or its folder), or --download")
         splits = ("train", "unsup") if cfg.pretrain_embeddings else ("train",)
-        loaded = imdb.load_splits(cfg.data, splits)
+        key = ("data", cfg.data, splits)
+        if key not in cache:
+            cache[key] = imdb.load_splits(cfg.data, splits)
+        loaded = cache[key]
         train_set, val_set = imdb.stratified_split(loaded["train"], cfg.val_fraction, cfg.seed)
         unsup = loaded.get("unsup", [])
         if Path(cfg.data).is_file():
@@ -183,14 +191,20 @@ def train(cfg: TrainConfig) -> dict:
     log(f"train {len(train_set)}  validation {len(val_set)}  unlabelled {len(unsup)}  device {device}")
 
     corpus = [r.text for r in train_set] + [r.text for r in unsup]  # never validation or test text
-    tokenizer = build_tokenizer(corpus, vocab_size=cfg.vocab_size, min_frequency=1 if cfg.smoke else 3,
-                                lowercase=cfg.lowercase)
+    key = ("tokenizer", cfg.data, cfg.seed, cfg.smoke, len(corpus), cfg.vocab_size, cfg.lowercase)
+    if key not in cache:
+        cache[key] = build_tokenizer(corpus, vocab_size=cfg.vocab_size, min_frequency=1 if cfg.smoke else 3,
+                                     lowercase=cfg.lowercase)
+    tokenizer = cache[key]
     net_cfg = NetworkConfig(**{**cfg.network.to_dict(), "vocab_size": tokenizer.get_vocab_size()})
     network = SentimentLSTM(net_cfg)
     if cfg.pretrain_embeddings and not cfg.smoke:
         t0 = time.time()
+        key = key + ("vectors", net_cfg.embed_dim)
+        if key not in cache:
+            cache[key] = pretrained_embeddings(tokenizer, corpus, net_cfg.embed_dim, cfg.seed)
         with torch.no_grad():
-            network.embedding.weight.copy_(pretrained_embeddings(tokenizer, corpus, net_cfg.embed_dim, cfg.seed))
+            network.embedding.weight.copy_(cache[key])
         log(f"PPMI-SVD embeddings from {len(corpus)} reviews in {time.time() - t0:.0f}s")
     network.to(device)
 
@@ -243,7 +257,7 @@ def train(cfg: TrainConfig) -> dict:
             nn.utils.clip_grad_norm_(network.parameters(), cfg.clip)
             optimiser.step()
             scheduler.step()
-            running += (float(loss) - running) / min(step, 50)
+            running += (loss.item() - running) / min(step, 50)
             if step % 10 == 0:
                 bar.set_postfix(loss=f"{running:.4f}")
         val = binary_metrics(predict_logits(network, val_ids, device), val_y)
@@ -360,7 +374,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         net = NetworkConfig(embed_dim=16, hidden_dim=16, pooling=a.pooling, ngram_buckets=a.ngram_buckets and 4096)
     return TrainConfig(
         data=data, out=a.out, checkpoint_dir=a.checkpoint_dir, resume=a.resume, seed=a.seed, device=a.device,
-        threads=a.threads, epochs=2 if a.smoke else a.epochs, patience=a.patience, batch_size=a.batch_size,
+        threads=a.threads, epochs=6 if a.smoke else a.epochs, patience=a.patience,
+        batch_size=16 if a.smoke else a.batch_size,
         lr=1e-2 if a.smoke else a.lr, weight_decay=a.weight_decay, val_fraction=a.val_fraction,
         max_train_tokens=a.max_train_tokens, vocab_size=500 if a.smoke else a.vocab_size, lowercase=not a.cased,
         pretrain_embeddings=not a.no_pretrain, train_limit=a.train_limit, version=a.version,
