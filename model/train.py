@@ -44,6 +44,7 @@ class TrainConfig:
     threads: int = 0
     epochs: int = 8
     patience: int = 2
+    stop_after: int = 0
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-2
@@ -235,10 +236,15 @@ def train(cfg: TrainConfig, cache: dict | None = None) -> dict:
         log(f"resumed from {ckpt_dir / 'last.pt'} after epoch {state['epoch']}")
 
     loss_fn = nn.BCEWithLogitsLoss()
-    rng = random.Random(cfg.seed)
-    for _ in range(state["epoch"]):  # keep the batch order reproducible across a resume
-        bucket_batches([len(s) for s in train_ids], cfg.batch_size, rng)
+    rng = random.Random(cfg.seed)  # batch order and crops; saved with each checkpoint so a resume is exact
+    if "batch_rng" in state:
+        rng.setstate(state.pop("batch_rng"))
+    epochs_this_run = 0
     while state["epoch"] < cfg.epochs and state["epoch"] - state["best_epoch"] < cfg.patience:
+        if cfg.stop_after and epochs_this_run == cfg.stop_after:
+            log(f"stopping after {epochs_this_run} epoch(s) as asked; continue with --resume")
+            return {"history": state["history"], "stopped_early": True}
+        epochs_this_run += 1
         epoch = state["epoch"] + 1
         network.train()
         batches = bucket_batches([min(len(s), cfg.max_train_tokens) for s in train_ids], cfg.batch_size, rng)
@@ -270,7 +276,8 @@ def train(cfg: TrainConfig, cache: dict | None = None) -> dict:
             f"  (best {state['best_accuracy']:.4f} @ {state['best_epoch']})")
         torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(),
                     "scheduler": scheduler.state_dict(), "python_rng": random.getstate(),
-                    "torch_rng": torch.get_rng_state(), "state": state}, ckpt_dir / "last.pt")
+                    "torch_rng": torch.get_rng_state(), "state": {**state, "batch_rng": rng.getstate()}},
+                   ckpt_dir / "last.pt")
 
     network.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location=device, weights_only=True))
     val_logits = predict_logits(network, val_ids, device)
@@ -339,7 +346,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--seed", type=int, default=d.seed, help="seed for the split, init and batch order")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: torch default)")
-    p.add_argument("--epochs", type=int, default=d.epochs, help="maximum epochs")
+    p.add_argument("--epochs", type=int, default=None, help=f"maximum epochs (default {d.epochs}; 6 with --smoke)")
+    p.add_argument("--stop-after", type=int, default=0, help="end this run after N epochs, keeping the checkpoint "
+                                                             "(time-boxing; continue with --resume)")
     p.add_argument("--patience", type=int, default=d.patience, help="stop after this many epochs without a "
                                                                     "better validation accuracy")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="reviews per training step")
@@ -374,7 +383,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         net = NetworkConfig(embed_dim=16, hidden_dim=16, pooling=a.pooling, ngram_buckets=a.ngram_buckets and 4096)
     return TrainConfig(
         data=data, out=a.out, checkpoint_dir=a.checkpoint_dir, resume=a.resume, seed=a.seed, device=a.device,
-        threads=a.threads, epochs=6 if a.smoke else a.epochs, patience=a.patience,
+        threads=a.threads, epochs=a.epochs or (6 if a.smoke else d.epochs), patience=a.patience,
+        stop_after=a.stop_after,
         batch_size=16 if a.smoke else a.batch_size,
         lr=1e-2 if a.smoke else a.lr, weight_decay=a.weight_decay, val_fraction=a.val_fraction,
         max_train_tokens=a.max_train_tokens, vocab_size=500 if a.smoke else a.vocab_size, lowercase=not a.cased,
@@ -384,6 +394,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
 
 def main(argv: list[str] | None = None) -> int:
     metrics = train(parse_args(argv))
+    if metrics.get("stopped_early"):
+        return 0
     print(json.dumps({"validation": metrics["validation"], "test": metrics.get("test")}, indent=2))
     return 0
 
