@@ -1,0 +1,123 @@
+"""`python -m app --host 127.0.0.1 --port 8000`: one uvicorn process, one model copy, one queue.
+
+Settings and the model are loaded before the port opens, so a bad setting, a missing or corrupt artifact or an
+unavailable device ends startup with one line naming the cause and a non-zero exit: never a half-up server.
+
+SIGTERM (or Ctrl+C): readiness turns 503 and nothing new is admitted while the port stays open; once every admitted
+text is answered (and SENTIMENT_SHUTDOWN_DELAY_S has passed) the port closes, in-flight responses finish and the
+process exits 0. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+import uvicorn
+
+import model as sentiment_model
+from app.config import Settings, SettingsError, get_settings
+from app.logs import configure_logging
+from app.main import create_app
+from app.service import Service
+
+log = logging.getLogger("app.server")
+
+EXIT_BAD_CONFIG = 2
+EXIT_FATAL = 1
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, except that the first SIGTERM/SIGINT drains the service before the listener closes."""
+
+    def __init__(self, config: uvicorn.Config, service: Service):
+        super().__init__(config)
+        self.service = service
+        self.fatal_error: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._draining: asyncio.Task | None = None
+
+    async def startup(self, sockets=None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().startup(sockets)
+
+    def handle_exit(self, sig: int, frame) -> None:
+        if self._loop is None or not self.started or self._draining is not None or self.should_exit:
+            super().handle_exit(sig, frame)  # not serving yet, or a second signal: uvicorn's own behaviour
+            return
+        self._loop.call_soon_threadsafe(self._begin_drain, sig)
+
+    def _begin_drain(self, sig: int) -> None:
+        if self._draining is None:
+            self._draining = asyncio.ensure_future(self._drain(sig))
+
+    async def _drain(self, sig: int) -> None:
+        s = self.service.settings
+        log.info("%s: draining (readiness 503, no new work; up to %.0f s for admitted work)",
+                 signal.Signals(sig).name, s.shutdown_grace_s)
+        await asyncio.gather(self.service.drain(s.shutdown_grace_s), asyncio.sleep(s.shutdown_delay_s))
+        self.should_exit = True
+
+    def on_fatal(self, exc: BaseException) -> None:
+        self.fatal_error = exc
+        self.should_exit = True
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m app", description="Serve the sentiment model over HTTP. Every "
+                                "other setting is a SENTIMENT_* environment variable (see the README).")
+    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
+    p.add_argument("--port", type=int, default=8000, help="TCP port")
+    return p.parse_args(argv)
+
+
+def fail(message: str) -> None:
+    print(f"sentiment: {message}", file=sys.stderr, flush=True)
+
+
+def load(settings: Settings):
+    """The model, or None after printing why not (one line)."""
+    try:
+        return sentiment_model.load_model(settings.model_dir, settings.device)
+    except sentiment_model.ArtifactError as exc:
+        fail(f"cannot load the model (SENTIMENT_MODEL_DIR): {exc}")
+    except ValueError as exc:  # resolve_device: unknown or unavailable device
+        fail(f"SENTIMENT_DEVICE={settings.device!r}: {exc}")
+    except Exception as exc:  # noqa: BLE001 - e.g. CUDA initialisation errors; one line, not a traceback
+        fail(f"cannot load the model on {settings.device}: {type(exc).__name__}: {str(exc).splitlines()[0]}")
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        fail(str(exc))
+        return EXIT_BAD_CONFIG
+    configure_logging(settings.log_level, settings.log_json)
+    model = load(settings)
+    if model is None:
+        return EXIT_BAD_CONFIG
+
+    holder: dict[str, DrainingServer] = {}
+    app = create_app(settings, model=model, on_fatal=lambda exc: holder["server"].on_fatal(exc))
+    config = uvicorn.Config(app, host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="on",
+                            log_config=None, access_log=False, server_header=False,
+                            timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)))
+    server = holder["server"] = DrainingServer(config, app.state.service)
+    # uvicorn re-raises the signal that stopped it once it is done; with a handler in place that is a no-op, so a
+    # drained shutdown exits 0 instead of dying of SIGTERM.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: None)
+    server.run()
+    if server.fatal_error is not None:
+        return EXIT_FATAL
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

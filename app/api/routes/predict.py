@@ -1,0 +1,70 @@
+"""POST /predict: the sentiment of one text or of a batch of texts.
+
+No `from __future__ import annotations` here: the request models are local to `create_router`, and FastAPI must
+see them as real objects in the signature, not as names to look up in the module.
+"""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Request, Response
+
+from app.api.deps import ServiceDep, auth_dependencies
+from app.api.documented import error_responses
+from app.config import Settings
+from app.responses import OrjsonResponse
+from app.schemas import EXAMPLE_TEXT, EXAMPLE_TEXTS, BatchPrediction, Prediction, request_models
+from app.service import ClientGone
+
+_TIMING_HEADERS = {
+    "x-request-id": {"description": "The request's id (the incoming one if it was plain, else a new one); also "
+                                    "in the server log.", "schema": {"type": "string"}, "example": "3f2c1a9e0b7d4c55"},
+    "x-queue-time-ms": {"description": "Milliseconds the request's texts waited for a forward pass (the longest "
+                                       "wait).", "schema": {"type": "string"}, "example": "1.204"},
+    "x-inference-time-ms": {"description": "Milliseconds of the forward passes that carried them.",
+                            "schema": {"type": "string"}, "example": "3.871"},
+}
+_EXAMPLES = {
+    "one": {"summary": "One review", "value": {"text": EXAMPLE_TEXT}},
+    "batch": {"summary": "Several reviews", "value": {"texts": EXAMPLE_TEXTS}},
+}
+_RESULT = {"label": "positive", "probabilities": {"positive": 0.97, "negative": 0.03}, "tokens": 15,
+           "truncated": False, "model_version": "1.0.0"}
+_NEGATIVE = {**_RESULT, "label": "negative", "probabilities": {"positive": 0.04, "negative": 0.96}, "tokens": 14}
+# Never seen by anyone: the client has already gone (nginx's convention for "client closed request").
+CLIENT_CLOSED_REQUEST = 499
+
+
+def create_router(settings: Settings) -> APIRouter:
+    text_request, texts_request = request_models(settings.max_text_chars, settings.max_batch_texts)
+    router = APIRouter(tags=["predict"], dependencies=auth_dependencies(settings.api_key))
+    statuses = [400, 413, 415, 422, 429, 500, 503, 504]
+    if settings.api_key is not None:
+        statuses.insert(1, 401)
+    responses = {
+        200: {"description": "One result for `text`, or `results` in order for `texts`.", "headers": _TIMING_HEADERS,
+              "content": {"application/json": {"examples": {
+                  "one": {"summary": "For {\"text\": ...}", "value": _RESULT},
+                  "batch": {"summary": "For {\"texts\": [...]}", "value": {"results": [_RESULT, _NEGATIVE]}}}}}},
+        **error_responses(*statuses),
+    }
+
+    @router.post("/predict", response_model=Prediction | BatchPrediction, responses=responses,
+                 summary="Classify the sentiment of one review or a batch")
+    async def predict(request: Request,
+                      body: Annotated[text_request | texts_request, Body(openapi_examples=_EXAMPLES)],
+                      service: ServiceDep) -> Response:
+        """Send `{"text": "..."}` for one review or `{"texts": ["...", ...]}` for several. Each result has the
+        label, calibrated probabilities, the number of tokens read and the model version. Requests arriving
+        together share forward passes; a text gets the same result alone, in a batch request or batched with
+        other requests."""
+        single = isinstance(body, text_request)
+        texts = [body.text] if single else body.texts
+        try:
+            done = await service.classify(texts, request.receive, request.state.started)
+        except ClientGone:
+            return Response(status_code=CLIENT_CLOSED_REQUEST)
+        content = done.results[0] if single else {"results": done.results}
+        return OrjsonResponse(content, headers={"x-queue-time-ms": f"{done.queue_ms:.3f}",
+                                                "x-inference-time-ms": f"{done.inference_ms:.3f}"})
+
+    return router

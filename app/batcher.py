@@ -1,0 +1,303 @@
+"""Gathers texts from concurrent requests into batches for the model: one asyncio task owns the queue.
+
+Each admitted text is a `Job` whose future the caller awaits. The owner task takes jobs in arrival order and closes
+a batch when it holds `max_batch_size` texts, when one more text would push the padded cost (longest text × texts)
+past `max_batch_tokens`, or when `max_wait_ms` has passed since its oldest text arrived. Texts that queued while the
+model was busy have usually waited that long already, so under load a batch leaves as soon as the model is free;
+with `max_wait_ms=0` an idle model takes the first text at once.
+
+The forward pass runs on one dedicated worker thread (`run_in_executor`), never on the event loop, so the loop
+keeps accepting and tokenising requests meanwhile. Jobs whose caller stopped waiting are dropped before the forward
+pass. A failing batch is retried text by text so that one bad text fails only itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from app.metrics import Metrics
+from model import Encoded
+
+log = logging.getLogger("app.batcher")
+
+
+class QueueFull(Exception):
+    def __init__(self, retry_after_s: int):
+        super().__init__(f"queue full; retry after {retry_after_s} s")
+        self.retry_after_s = retry_after_s
+
+
+class NotAdmitting(Exception):
+    """The batcher is draining, stopped or dead: no new work."""
+
+
+class InferenceError(Exception):
+    def __init__(self, error_id: str):
+        super().__init__(f"forward pass failed (error id {error_id})")
+        self.error_id = error_id
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    positive: float
+    queue_s: float
+    inference_s: float
+    batch_id: int
+
+
+@dataclass(eq=False, slots=True)
+class Job:
+    encoded: Encoded
+    future: asyncio.Future[Outcome]
+    enqueued: float
+    abandoned: str | None = None
+
+
+class Batcher:
+    def __init__(self, predict: Callable[[Sequence[Encoded]], list[float]], *, max_batch_size: int,
+                 max_batch_tokens: int, max_wait_ms: float, max_queue: int, metrics: Metrics,
+                 on_fatal: Callable[[BaseException], None] | None = None):
+        self._predict = predict
+        self.max_batch_size = max_batch_size
+        self.max_batch_tokens = max_batch_tokens
+        self.max_wait_s = max_wait_ms / 1000
+        self.max_queue = max_queue
+        self._metrics = metrics
+        self._on_fatal = on_fatal
+        self._queue: deque[Job] = deque()
+        self._wakeup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._outstanding = 0  # admitted jobs not yet answered (queued or in the forward pass)
+        self._admitting = False
+        self._flushing = False  # draining: stop lingering for batches to fill
+        self._task: asyncio.Task | None = None
+        self._batch_id = 0
+        self._rate: float | None = None  # texts per second, moving average over forward passes
+        # One thread: forward passes run one at a time, in order, and torch keeps its per-thread state warm.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentiment-forward")
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="sentiment-batcher")
+        self._task.add_done_callback(self._on_task_done)
+        self._admitting = True
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @property
+    def admitting(self) -> bool:
+        return self._admitting and self.running
+
+    async def run_in_worker(self, fn: Callable, *args):
+        """Run `fn` on the forward-pass thread (warm-up uses it so that thread is the one that is warm)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Admit nothing more and wait until every admitted job is answered; False if that took too long."""
+        self._admitting = False
+        self._flushing = True
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+            return True
+        except TimeoutError:
+            return False
+
+    async def stop(self) -> None:
+        self._admitting = False
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+        self._fail_queued(NotAdmitting("the server stopped before this text was processed"))
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+    def _on_task_done(self, task: asyncio.Task) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is None:
+            return
+        self._admitting = False
+        log.critical("the batcher task died; the service cannot answer predictions any more", exc_info=exc)
+        self._fail_queued(NotAdmitting("the batcher stopped; the server is restarting"))
+        if self._on_fatal is not None:
+            self._on_fatal(exc)
+
+    # -- admission ------------------------------------------------------------------------------------------------
+
+    def submit(self, encoded: Sequence[Encoded]) -> list[Job]:
+        """Admit all texts of one request or none of them."""
+        if not self.admitting:
+            self._metrics.rejected.labels("not_admitting").inc(len(encoded))
+            raise NotAdmitting("the server is not accepting work")
+        if len(self._queue) + len(encoded) > self.max_queue:
+            self._metrics.rejected.labels("queue_full").inc(len(encoded))
+            raise QueueFull(self.retry_after_s(len(encoded)))
+        loop = asyncio.get_running_loop()
+        now = time.monotonic()
+        jobs = [Job(e, loop.create_future(), now) for e in encoded]
+        self._queue.extend(jobs)
+        self._outstanding += len(jobs)
+        self._idle.clear()
+        self._metrics.queue_depth.set(len(self._queue))
+        self._wakeup.set()
+        return jobs
+
+    def abandon(self, jobs: Sequence[Job], reason: str) -> None:
+        """The caller stops waiting: jobs not yet in a forward pass will be dropped, not computed."""
+        for job in jobs:
+            if not job.future.done():
+                job.abandoned = reason
+                job.future.cancel()
+
+    def retry_after_s(self, extra: int = 0) -> int:
+        """Seconds the model needs to work off the current queue at its recent throughput; 1 to 60."""
+        if not self._rate:
+            return 1
+        return max(1, min(60, math.ceil((len(self._queue) + extra) / self._rate)))
+
+    @property
+    def queue_depth(self) -> int:
+        return len(self._queue)
+
+    # -- the owner task -------------------------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            while not self._queue:
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            await self._linger()
+            jobs = self._take_batch()
+            self._metrics.queue_depth.set(len(self._queue))
+            if jobs:
+                await self._run_batch(jobs)
+
+    async def _linger(self) -> None:
+        """Wait for the batch to fill, until max_wait has passed since the oldest queued text arrived."""
+        deadline = self._queue[0].enqueued + self.max_wait_s
+        while not self._flushing and not self._batch_is_full():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+            except TimeoutError:
+                return
+
+    def _fits(self, count: int, longest: int, cost: int) -> bool:
+        return count < self.max_batch_size and max(longest, cost) * (count + 1) <= self.max_batch_tokens
+
+    def _batch_is_full(self) -> bool:
+        count = longest = 0
+        for job in self._queue:
+            if job.future.done():
+                continue
+            if count and not self._fits(count, longest, job.encoded.cost):
+                return True
+            count, longest = count + 1, max(longest, job.encoded.cost)
+        return count >= self.max_batch_size
+
+    def _take_batch(self) -> list[Job]:
+        jobs: list[Job] = []
+        longest = 0
+        while self._queue:
+            job = self._queue[0]
+            if job.future.done():  # the caller went away: never computed
+                self._queue.popleft()
+                self._metrics.dropped.labels(job.abandoned or "cancelled").inc()
+                self._answered(1)
+                continue
+            if jobs and not self._fits(len(jobs), longest, job.encoded.cost):
+                break  # (a single text over the token budget still runs, alone)
+            jobs.append(self._queue.popleft())
+            longest = max(longest, job.encoded.cost)
+        return jobs
+
+    def _answered(self, count: int) -> None:
+        self._outstanding -= count
+        if self._outstanding == 0:
+            self._idle.set()
+
+    async def _run_batch(self, jobs: list[Job]) -> None:
+        # Sorted by length: rows of similar length sit together (the model pads to the longest row).
+        jobs.sort(key=lambda j: j.encoded.cost)
+        self._batch_id += 1
+        start = time.monotonic()
+        m = self._metrics
+        m.batch_size.observe(len(jobs))
+        m.batch_tokens.observe(jobs[-1].encoded.cost * len(jobs))
+        for job in jobs:
+            m.queue_seconds.observe(start - job.enqueued)
+        try:
+            results: list[float | BaseException] = list(await self.run_in_worker(self._forward, jobs))
+        except Exception as exc:  # noqa: BLE001 - any failure of the model is reported per text below
+            results = await self._isolate(jobs, exc)
+        elapsed = time.monotonic() - start
+        m.inference_seconds.observe(elapsed)
+        ok = sum(not isinstance(r, BaseException) for r in results)
+        if ok:
+            rate = ok / max(elapsed, 1e-6)
+            self._rate = rate if self._rate is None else 0.8 * self._rate + 0.2 * rate
+        m.texts.inc(ok)
+        for job, result in zip(jobs, results):
+            if job.future.done():  # the caller left during the forward pass
+                continue
+            if isinstance(result, BaseException):
+                job.future.set_exception(result)
+            else:
+                job.future.set_result(Outcome(result, start - job.enqueued, elapsed, self._batch_id))
+        self._answered(len(jobs))
+
+    def _forward(self, jobs: Sequence[Job]) -> list[float]:
+        probs = self._predict([j.encoded for j in jobs])
+        if len(probs) != len(jobs):
+            raise RuntimeError(f"the model returned {len(probs)} results for {len(jobs)} texts")
+        return probs
+
+    async def _isolate(self, jobs: list[Job], exc: Exception) -> list[float | BaseException]:
+        """A batch failed: rerun its texts one by one so that only the failing ones fail."""
+        if len(jobs) == 1:
+            return [self._failure(exc, 1)]
+        log.warning("a forward pass over %d texts failed (%s); retrying them one by one", len(jobs), exc)
+        results: list[float | BaseException] = []
+        for job in jobs:
+            if job.future.done():
+                results.append(0.0)  # nobody is waiting for it
+                continue
+            try:
+                results.extend(await self.run_in_worker(self._forward, [job]))
+            except Exception as single:  # noqa: BLE001
+                results.append(self._failure(single, 1))
+        return results
+
+    def _failure(self, exc: BaseException, count: int) -> InferenceError:
+        error_id = uuid.uuid4().hex[:12]
+        log.error("forward pass failed for %d text(s) [error_id=%s]", count, error_id, exc_info=exc,
+                  extra={"error_id": error_id})
+        self._metrics.failures.inc(count)
+        return InferenceError(error_id)
+
+    def _fail_queued(self, exc: Exception) -> None:
+        while self._queue:
+            job = self._queue.popleft()
+            if not job.future.done():
+                job.future.set_exception(exc)
+            self._answered(1)
+        self._metrics.queue_depth.set(0)

@@ -1,0 +1,118 @@
+"""Every error the service answers with: one code enum, mapped to HTTP statuses here and nowhere else.
+
+Bodies are always `{"error": {"code", "message", "request_id"}}`; the message says what to change. Internal
+details (stack traces, file paths) go to the server log under an error id, never to the client.
+"""
+
+from __future__ import annotations
+
+import logging
+from enum import StrEnum
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+
+from app.responses import OrjsonResponse
+from app.validation import describe_validation_error
+
+log = logging.getLogger("app.errors")
+
+
+class ErrorCode(StrEnum):
+    INVALID_JSON = "invalid_json"
+    INVALID_ENCODING = "invalid_encoding"
+    UNAUTHORIZED = "unauthorized"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    BODY_TOO_LARGE = "body_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    INVALID_REQUEST = "invalid_request"
+    QUEUE_FULL = "queue_full"
+    INFERENCE_FAILED = "inference_failed"
+    INTERNAL = "internal_error"
+    NOT_READY = "not_ready"
+    SHUTTING_DOWN = "shutting_down"
+    TIMEOUT = "timeout"
+
+
+STATUS: dict[ErrorCode, int] = {
+    ErrorCode.INVALID_JSON: 400,
+    ErrorCode.INVALID_ENCODING: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.BODY_TOO_LARGE: 413,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.INVALID_REQUEST: 422,
+    ErrorCode.QUEUE_FULL: 429,
+    ErrorCode.INFERENCE_FAILED: 500,
+    ErrorCode.INTERNAL: 500,
+    ErrorCode.NOT_READY: 503,
+    ErrorCode.SHUTTING_DOWN: 503,
+    ErrorCode.TIMEOUT: 504,
+}
+
+
+class ServiceError(HTTPException):
+    """An answer other than success. An HTTPException subclass so that FastAPI re-raises it untouched even when
+    it comes out of reading the body (which is how the body-size limit interrupts a request)."""
+
+    def __init__(self, code: ErrorCode, message: str, headers: dict[str, str] | None = None):
+        super().__init__(STATUS[code], message, headers)
+        self.code = code
+        self.message = message
+
+
+def error_body(code: ErrorCode, message: str, request_id: str | None) -> dict:
+    return {"error": {"code": code.value, "message": message, "request_id": request_id}}
+
+
+def error_response(code: ErrorCode, message: str, request_id: str | None,
+                   headers: dict[str, str] | None = None) -> OrjsonResponse:
+    return OrjsonResponse(error_body(code, message, request_id), status_code=STATUS[code], headers=headers)
+
+
+def request_id_of(scope_or_request) -> str | None:
+    scope = scope_or_request.scope if isinstance(scope_or_request, Request) else scope_or_request
+    return scope.get("state", {}).get("request_id")
+
+
+def _from_http_exception(request: Request, exc: HTTPException) -> tuple[ErrorCode, str]:
+    """Errors raised by the framework itself (unknown route, wrong method, unreadable body)."""
+    if isinstance(exc, ServiceError):
+        return exc.code, exc.message
+    if exc.status_code == 404:
+        return ErrorCode.NOT_FOUND, f"no such endpoint: {request.url.path}; the API is described at /docs"
+    if exc.status_code == 405:
+        allowed = (exc.headers or {}).get("allow") or (exc.headers or {}).get("Allow", "")
+        return ErrorCode.METHOD_NOT_ALLOWED, f"{request.url.path} does not accept {request.method}; use {allowed}"
+    cause = exc.__cause__
+    if isinstance(cause, UnicodeDecodeError):
+        return ErrorCode.INVALID_ENCODING, (f"the body is not valid UTF-8 (byte 0x{cause.object[cause.start]:02x} at "
+                                            f"offset {cause.start}): encode the JSON as UTF-8")
+    if exc.status_code == 400:
+        return ErrorCode.INVALID_JSON, "the body could not be read as JSON: send a UTF-8 JSON object"
+    if exc.status_code == 401:
+        return ErrorCode.UNAUTHORIZED, "send the API key as `Authorization: Bearer <key>`"
+    log.error("unmapped HTTP %s from the framework: %s", exc.status_code, exc.detail)
+    return ErrorCode.INTERNAL, "internal error; the request id identifies it in the server log"
+
+
+async def _handle_http_exception(request: Request, exc: HTTPException) -> OrjsonResponse:
+    code, message = _from_http_exception(request, exc)
+    headers = dict(exc.headers or {})
+    headers.pop("content-length", None)
+    return error_response(code, message, request_id_of(request), headers)
+
+
+async def _handle_validation_error(request: Request, exc: RequestValidationError) -> OrjsonResponse:
+    kind, message = describe_validation_error(exc.errors(), getattr(exc, "body", None))
+    code = {"json": ErrorCode.INVALID_JSON, "media_type": ErrorCode.UNSUPPORTED_MEDIA_TYPE}.get(
+        kind, ErrorCode.INVALID_REQUEST)
+    return error_response(code, message, request_id_of(request))
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(HTTPException, _handle_http_exception)
+    app.add_exception_handler(RequestValidationError, _handle_validation_error)

@@ -1,0 +1,133 @@
+"""Pure ASGI middleware: request ids, the access log and request metrics; the request-body size limit.
+
+Pure ASGI rather than `BaseHTTPMiddleware`: it streams, does not buffer bodies, and sees the body as it arrives,
+which is what a size limit needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from app.errors import ErrorCode, ServiceError, error_response
+from app.metrics import Metrics
+
+access_log = logging.getLogger("app.access")
+log = logging.getLogger("app.middleware")
+
+# An incoming id is echoed only if it is short and plain, so it cannot inject anything into logs or headers.
+REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
+PREDICT_PATH = "/predict"
+TIMING_HEADERS = {"x-queue-time-ms": "queue_ms", "x-inference-time-ms": "inference_ms"}
+
+
+class RequestContextMiddleware:
+    """Gives every request an id (echoed in `x-request-id`), logs one line per request, counts /predict."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        incoming = Headers(scope=scope).get("x-request-id", "")
+        request_id = incoming if REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["started"] = started
+        status = 500
+        timing: dict[str, str] = {}
+        response_started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status, response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                status = message["status"]
+                headers = MutableHeaders(scope=message)
+                headers["x-request-id"] = request_id
+                for header, key in TIMING_HEADERS.items():
+                    if header in headers:
+                        timing[key] = headers[header]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            log.exception("unhandled error [request_id=%s]", request_id, extra={"request_id": request_id})
+            status = 500
+            if not response_started:
+                response = error_response(ErrorCode.INTERNAL, "internal error; quote the request id when reporting "
+                                                              "it", request_id)
+                await response(scope, receive, send_with_id)
+        finally:
+            elapsed = time.monotonic() - started
+            path = scope.get("path", "")
+            if path == PREDICT_PATH and scope.get("method") == "POST":
+                self.metrics.requests.labels(str(status)).inc()
+                self.metrics.request_seconds.observe(elapsed)
+            extras = "".join(f" {k}={v}" for k, v in timing.items())
+            access_log.info("%s %s %d %.1fms request_id=%s%s", scope.get("method"), path, status, elapsed * 1000,
+                            request_id, extras,
+                            extra={"request_id": request_id, "method": scope.get("method"), "path": path,
+                                   "status": status, "latency_ms": round(elapsed * 1000, 3), **timing})
+
+
+class BodyLimitMiddleware:
+    """Refuses bodies over `max_bytes` with 413: at once from Content-Length, else as soon as the streamed bytes
+    pass the limit, so an oversized body is never buffered whole."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int):
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> ServiceError:
+        return ServiceError(ErrorCode.BODY_TOO_LARGE, f"the body is larger than the limit of {self.max_bytes} bytes "
+                                                      f"(SENTIMENT_MAX_BODY_BYTES): send fewer or shorter texts per "
+                                                      f"request", {"connection": "close"})
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
+            await self._refuse(scope, receive, send, self._too_large())
+            return
+        received = 0
+        response_started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise self._too_large()
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal response_started
+            response_started = response_started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except ServiceError as exc:
+            # FastAPI turns this into a 413 itself while parsing the body; this catches any other reader.
+            if exc.code is not ErrorCode.BODY_TOO_LARGE or response_started:
+                raise
+            await self._refuse(scope, receive, send, exc)
+
+    @staticmethod
+    async def _refuse(scope: Scope, receive: Receive, send: Send, exc: ServiceError) -> None:
+        request_id = scope.get("state", {}).get("request_id")
+        await error_response(exc.code, exc.message, request_id, exc.headers)(scope, receive, send)

@@ -1,0 +1,128 @@
+"""Request and response bodies. Their Field limits, descriptions and examples are the OpenAPI document.
+
+The request models are built per app (`request_models`) because their limits come from the settings: the schema
+then states the very limits the server enforces.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+EXAMPLE_TEXT = "A moving, beautifully acted film. I loved every minute of it."
+EXAMPLE_TEXTS = [EXAMPLE_TEXT, "Dull, predictable and far too long. A waste of an evening."]
+
+
+def _check_text(text: str) -> str:
+    # (Unpaired UTF-16 surrogates such as a lone "\ud800" escape are refused by pydantic itself: not characters.)
+    if text.isspace():
+        raise ValueError("is blank: send some words")
+    return text
+
+
+def request_models(max_text_chars: int, max_batch_texts: int) -> tuple[type[BaseModel], type[BaseModel]]:
+    """(TextRequest, TextsRequest) with the configured limits."""
+    text_type = Annotated[
+        str,
+        Field(min_length=1, max_length=max_text_chars,
+              # Not blank, in Python's sense of whitespace (what `_check_text` enforces).
+              json_schema_extra={"pattern": r"\S"}),
+        AfterValidator(_check_text),
+    ]
+
+    class TextRequest(BaseModel):
+        """One text to classify."""
+
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": EXAMPLE_TEXT}]})
+        text: text_type = Field(description=f"The review: any Unicode, 1 to {max_text_chars} characters, not "
+                                            f"only whitespace.", examples=[EXAMPLE_TEXT])
+
+    class TextsRequest(BaseModel):
+        """Several texts to classify in one request; results come back in the same order."""
+
+        model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"texts": EXAMPLE_TEXTS}]})
+        texts: list[text_type] = Field(min_length=1, max_length=max_batch_texts,
+                                       description=f"1 to {max_batch_texts} reviews, each like `text`.",
+                                       examples=[EXAMPLE_TEXTS])
+
+    return TextRequest, TextsRequest
+
+
+class Probabilities(BaseModel):
+    positive: float = Field(ge=0, le=1, description="Calibrated probability that the review is positive.",
+                            examples=[0.97])
+    negative: float = Field(ge=0, le=1, description="1 - positive.", examples=[0.03])
+
+
+class Prediction(BaseModel):
+    """The sentiment of one text."""
+
+    label: Literal["positive", "negative", "uncertain"] = Field(
+        description="The more probable class; \"uncertain\" only when SENTIMENT_UNCERTAIN_BELOW is set and the top "
+                    "probability is below it.", examples=["positive"])
+    probabilities: Probabilities
+    tokens: int = Field(ge=0, description="Tokens the model read (all of the text).", examples=[15])
+    truncated: bool = Field(description="Whether the text was cut or windowed before the model read it. The "
+                                        "model reads whole reviews, so this is false.", examples=[False])
+    model_version: str = Field(description="Version of the model that answered.", examples=["1.0.0"])
+
+
+class BatchPrediction(BaseModel):
+    """One result per text of a `texts` request, in the same order."""
+
+    results: list[Prediction]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable error code.", examples=["invalid_request"])
+    message: str = Field(description="What went wrong and what to change.",
+                         examples=["text is blank: send some words"])
+    request_id: str | None = Field(description="The x-request-id of the request; quote it when reporting a "
+                                               "problem.", examples=["3f2c1a9e0b7d4c55"])
+
+
+class ErrorResponse(BaseModel):
+    """Every error has this shape."""
+
+    error: ErrorDetail
+
+
+class Health(BaseModel):
+    status: Literal["alive", "ready"] = Field(examples=["ready"])
+
+
+class Batching(BaseModel):
+    max_batch_size: int = Field(description="Most texts per forward pass.", examples=[64])
+    max_batch_tokens: int = Field(description="Most padded tokens per forward pass.", examples=[32768])
+    max_wait_ms: float = Field(description="Longest wait for a batch to fill on an idle model.", examples=[2.0])
+    max_queue: int = Field(description="Most texts waiting; beyond it requests get 429.", examples=[1024])
+
+
+class Limits(BaseModel):
+    max_text_chars: int = Field(description="Longest text accepted, in characters.", examples=[20000])
+    max_batch_texts: int = Field(description="Most texts in one request.", examples=[64])
+    max_body_bytes: int = Field(description="Largest request body in bytes.", examples=[2097152])
+    max_tokens: int | None = Field(description="Longest text in tokens; null: no limit (whole reviews are read).",
+                                   examples=[None])
+    request_timeout_s: float = Field(description="Deadline per request in seconds.", examples=[30.0])
+
+
+class ModelCard(BaseModel):
+    """What answers `/predict`: the model's own card plus how this server runs it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(examples=["imdb-lstm"])
+    version: str = Field(examples=["1.0.0"])
+    labels: list[str] = Field(examples=[["negative", "positive"]])
+    architecture: dict[str, Any] = Field(description="Network hyper-parameters.",
+                                         examples=[{"embed_dim": 128, "hidden_dim": 128, "bidirectional": True}])
+    temperature: float = Field(description="Calibration temperature applied to the logits.", examples=[1.2])
+    device: str = Field(description="Where the forward pass runs.", examples=["cpu"])
+    metrics: dict[str, Any] = Field(description="Training data, validation and test metrics, calibration.")
+    truncation: str = Field(description="How long texts are handled.", examples=["none: the whole review is read"])
+    uncertain_below: float | None = Field(description="Threshold under which a result is labelled \"uncertain\" "
+                                                      "(null: never).", examples=[None])
+    batching: Batching
+    limits: Limits

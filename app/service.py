@@ -1,0 +1,183 @@
+"""The running service: the model, its batcher, the lifecycle state, and one prediction from texts to results."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+import model as sentiment_model
+from app.batcher import Batcher, InferenceError, NotAdmitting, Outcome, QueueFull
+from app.config import Settings
+from app.errors import ErrorCode, ServiceError
+from app.metrics import Metrics
+
+log = logging.getLogger("app.service")
+
+# Below this many characters per request, tokenising on the event loop is cheaper than a hop to a thread.
+ENCODE_INLINE_CHARS = 4096
+WARM_UP_TEXTS = ["Warm-up.", "A longer warm-up text: the first forward passes allocate buffers and pick kernels, so "
+                 "they run before the server reports ready rather than on a user's request. " * 8]
+
+State = Literal["starting", "ready", "draining", "stopped", "failed"]
+Receive = Callable[[], Awaitable[dict]]
+
+
+class ClientGone(Exception):
+    """The client disconnected while its texts waited; nobody will read an answer."""
+
+
+@dataclass
+class Classified:
+    results: list[dict[str, Any]]
+    queue_ms: float
+    inference_ms: float
+
+
+class Service:
+    def __init__(self, settings: Settings, metrics: Metrics, model: Any | None = None,
+                 on_fatal: Callable[[BaseException], None] | None = None):
+        self.settings = settings
+        self.metrics = metrics
+        self.model = model  # a loaded model.SentimentModel (or a stand-in with the same methods)
+        self.batcher: Batcher | None = None
+        self.state: State = "starting"
+        self._on_fatal = on_fatal
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self.settings
+        if s.torch_threads:
+            torch.set_num_threads(s.torch_threads)
+        if self.model is None:
+            self.model = await asyncio.to_thread(sentiment_model.load_model, s.model_dir, s.device)
+        self.batcher = Batcher(self.model.predict_encoded, max_batch_size=s.max_batch_size,
+                               max_batch_tokens=s.max_batch_tokens, max_wait_ms=s.max_wait_ms,
+                               max_queue=s.max_queue, metrics=self.metrics, on_fatal=self._fatal)
+        await self.batcher.run_in_worker(self._warm_up)
+        self.batcher.start()
+        self.state = "ready"
+        self.metrics.ready.set(1)
+        log.info("ready: model %s %s on %s", self.model.name, self.model.version, self.model.device)
+
+    def _warm_up(self) -> None:
+        self.model.predict_encoded(self.model.encode(WARM_UP_TEXTS))
+
+    @property
+    def ready(self) -> bool:
+        return self.state == "ready" and self.batcher is not None and self.batcher.running
+
+    async def drain(self, timeout_s: float) -> bool:
+        """Readiness turns 503 and nothing new is admitted; waits for every admitted text to be answered."""
+        if self.state in ("starting", "ready"):
+            self.state = "draining"
+        self.metrics.ready.set(0)
+        if self.batcher is None:
+            return True
+        done = await self.batcher.drain(timeout_s)
+        if not done:
+            log.warning("shutdown grace (%.1f s) ran out with %d texts still queued", timeout_s,
+                        self.batcher.queue_depth)
+        return done
+
+    async def stop(self) -> None:
+        await self.drain(self.settings.shutdown_grace_s)
+        if self.batcher is not None:
+            await self.batcher.stop()
+        if self.state != "failed":
+            self.state = "stopped"
+
+    def _fatal(self, exc: BaseException) -> None:
+        self.state = "failed"
+        self.metrics.ready.set(0)
+        if self._on_fatal is not None:
+            self._on_fatal(exc)
+
+    def refusal(self) -> ServiceError:
+        """Why no work is admitted right now."""
+        if self.state == "starting":
+            return ServiceError(ErrorCode.NOT_READY, "the model is still loading: retry in a few seconds",
+                                {"Retry-After": "5"})
+        if self.state == "failed":
+            return ServiceError(ErrorCode.NOT_READY, "the service hit an internal failure and is restarting: retry "
+                                                     "shortly", {"Retry-After": "5"})
+        return ServiceError(ErrorCode.SHUTTING_DOWN, "the server is shutting down: send the request again (to "
+                                                     "another instance)", {"Retry-After": "1"})
+
+    # -- one request ----------------------------------------------------------------------------------------------
+
+    async def classify(self, texts: list[str], receive: Receive, started: float) -> Classified:
+        """Results for `texts` in order; raises ServiceError (429, 503, 504, 500) or ClientGone."""
+        if not self.ready:
+            raise self.refusal()
+        encoded = await self._encode(texts)
+        try:
+            jobs = self.batcher.submit(encoded)
+        except QueueFull as exc:
+            raise ServiceError(ErrorCode.QUEUE_FULL, f"the server is at capacity ({self.batcher.queue_depth} texts "
+                               f"waiting): retry after {exc.retry_after_s} s",
+                               {"Retry-After": str(exc.retry_after_s)}) from None
+        except NotAdmitting:
+            raise self.refusal() from None
+        outcomes = await self._wait(jobs, receive, started + self.settings.request_timeout_s)
+        results = [self._result(o.positive, e.tokens) for o, e in zip(outcomes, encoded)]
+        batches = {o.batch_id: o.inference_s for o in outcomes}
+        return Classified(results, 1000 * max(o.queue_s for o in outcomes), 1000 * sum(batches.values()))
+
+    async def _encode(self, texts: list[str]) -> list:
+        if sum(map(len, texts)) <= ENCODE_INLINE_CHARS:
+            return self.model.encode(texts)
+        return await asyncio.to_thread(self.model.encode, texts)
+
+    async def _wait(self, jobs, receive: Receive, deadline: float) -> list[Outcome]:
+        results = asyncio.gather(*(j.future for j in jobs))
+        # Retrieve the outcome even when nobody awaits it any more, so asyncio does not warn about it.
+        results.add_done_callback(lambda f: f.cancelled() or f.exception())
+        gone = asyncio.ensure_future(_wait_for_disconnect(receive))
+        try:
+            done, _ = await asyncio.wait({results, gone}, timeout=max(0.0, deadline - time.monotonic()),
+                                         return_when=asyncio.FIRST_COMPLETED)
+        except asyncio.CancelledError:
+            self.batcher.abandon(jobs, "cancelled")
+            raise
+        finally:
+            gone.cancel()
+        if results in done:
+            try:
+                return results.result()
+            except InferenceError as exc:
+                raise ServiceError(ErrorCode.INFERENCE_FAILED, f"the model failed on this input (error id "
+                                   f"{exc.error_id}, logged on the server): retry, and report it if it "
+                                   f"persists") from None
+            except NotAdmitting:
+                raise self.refusal() from None
+        if gone in done:
+            self.batcher.abandon(jobs, "disconnected")
+            raise ClientGone
+        self.batcher.abandon(jobs, "deadline")
+        raise ServiceError(ErrorCode.TIMEOUT, f"no answer within SENTIMENT_REQUEST_TIMEOUT_S="
+                           f"{self.settings.request_timeout_s:g} s (the server is overloaded): retry later or send "
+                           f"fewer or shorter texts", {"Retry-After": str(self.batcher.retry_after_s())})
+
+    def _result(self, positive: float, tokens: int) -> dict[str, Any]:
+        top = max(positive, 1.0 - positive)
+        threshold = self.settings.uncertain_below
+        if threshold is not None and top < threshold:
+            label = "uncertain"
+        else:
+            label = "positive" if positive >= 0.5 else "negative"
+        return {"label": label, "probabilities": {"positive": positive, "negative": 1.0 - positive},
+                # The model reads every token (model.Encoded): nothing is cut or windowed.
+                "tokens": tokens, "truncated": False, "model_version": self.model.version}
+
+
+async def _wait_for_disconnect(receive: Receive) -> None:
+    # After the body has been read, the next ASGI message is `http.disconnect`: it arrives when the client leaves.
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -1,0 +1,269 @@
+"""The batcher on its own, with a fake model: when batches close, what they hold, and what happens on failure."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import pytest
+
+from app.batcher import Batcher, InferenceError, NotAdmitting, QueueFull
+from app.metrics import Metrics
+from model import Encoded
+
+
+def enc(n: int, first: int = 2) -> Encoded:
+    return Encoded(tuple(range(first, first + n)), n)
+
+
+class FakeModel:
+    """P(positive) is a function of the text alone, so batching can never change a result."""
+
+    def __init__(self):
+        self.batches: list[list[int]] = []
+        self.threads: set[str] = set()
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_cost: int | None = None
+
+    def predict_encoded(self, batch):
+        self.batches.append([e.cost for e in batch])
+        self.threads.add(threading.current_thread().name)
+        self.gate.wait(10)
+        if self.fail_cost is not None and any(e.cost == self.fail_cost for e in batch):
+            raise RuntimeError("boom")
+        return [e.cost / 1000 for e in batch]
+
+
+def make(fake: FakeModel, **kw) -> tuple[Batcher, Metrics]:
+    metrics = Metrics()
+    options = {"max_batch_size": 8, "max_batch_tokens": 10_000, "max_wait_ms": 20, "max_queue": 100, **kw}
+    return Batcher(fake.predict_encoded, metrics=metrics, **options), metrics
+
+
+def sample(metrics: Metrics, name: str, labels: dict | None = None) -> float:
+    return metrics.registry.get_sample_value(name, labels or {}) or 0.0
+
+
+async def gather_jobs(jobs):
+    return await asyncio.gather(*(j.future for j in jobs), return_exceptions=True)
+
+
+def test_texts_arriving_together_share_one_forward_pass():
+    async def main():
+        fake = FakeModel()
+        b, metrics = make(fake)
+        b.start()
+        jobs = [j for n in (3, 1, 2) for j in b.submit([enc(n)])]
+        outcomes = await gather_jobs(jobs)
+        await b.stop()
+        return fake, metrics, outcomes
+
+    fake, metrics, outcomes = asyncio.run(main())
+    assert fake.batches == [[1, 2, 3]]  # one pass, sorted by length
+    assert [o.positive for o in outcomes] == [0.003, 0.001, 0.002]  # answers go back to their own callers
+    assert len({o.batch_id for o in outcomes}) == 1
+    assert sample(metrics, "sentiment_batch_size_count") == 1
+    assert sample(metrics, "sentiment_batch_size_sum") == 3
+
+
+def test_batch_closes_at_max_batch_size():
+    async def main():
+        fake = FakeModel()
+        b, _ = make(fake, max_batch_size=4, max_wait_ms=1000)
+        b.start()
+        started = time.monotonic()
+        await gather_jobs(b.submit([enc(5)] * 10))
+        await b.stop()
+        return fake, time.monotonic() - started
+
+    fake, elapsed = asyncio.run(main())
+    assert [len(x) for x in fake.batches] == [4, 4, 2]
+    assert elapsed < 3  # full batches leave at once; only the last, partial one waits (up to 1 s)
+
+
+def test_batch_closes_at_token_budget_counting_padding():
+    async def main():
+        fake = FakeModel()
+        # 3 texts of 10 tokens fit in 30; a 4th text of 20 would make the padded cost 20 x 4 = 80 > 40.
+        b, _ = make(fake, max_batch_tokens=40, max_wait_ms=50)
+        b.start()
+        await gather_jobs(b.submit([enc(10), enc(10), enc(10), enc(20), enc(100)]))
+        await b.stop()
+        return fake
+
+    fake = asyncio.run(main())
+    assert fake.batches == [[10, 10, 10], [20], [100]]  # a text over the whole budget still runs, alone
+
+
+def test_idle_model_waits_max_wait_for_company_and_zero_means_at_once():
+    async def timed(wait_ms: float) -> float:
+        fake = FakeModel()
+        b, _ = make(fake, max_wait_ms=wait_ms)
+        b.start()
+        started = time.monotonic()
+        await gather_jobs(b.submit([enc(3)]))
+        elapsed = time.monotonic() - started
+        await b.stop()
+        return elapsed
+
+    assert asyncio.run(timed(300)) >= 0.25
+    assert asyncio.run(timed(0)) < 0.2
+
+
+def test_texts_that_queued_while_the_model_was_busy_go_as_soon_as_it_is_free():
+    async def main():
+        fake = FakeModel()
+        fake.gate.clear()
+        b, _ = make(fake, max_wait_ms=0)
+        b.start()
+        first = b.submit([enc(1)])
+        await asyncio.sleep(0.05)  # the first pass is running (held)
+        rest = [j for _ in range(5) for j in b.submit([enc(2)])]
+        fake.gate.set()
+        await gather_jobs(first + rest)
+        await b.stop()
+        return fake
+
+    fake = asyncio.run(main())
+    assert fake.batches == [[1], [2, 2, 2, 2, 2]]
+
+
+def test_forward_pass_runs_on_one_worker_thread_not_the_event_loop():
+    async def main():
+        fake = FakeModel()
+        b, _ = make(fake, max_batch_size=1)
+        b.start()
+        await gather_jobs(b.submit([enc(1)] * 3))
+        await b.stop()
+        return fake
+
+    fake = asyncio.run(main())
+    assert len(fake.threads) == 1
+    assert next(iter(fake.threads)).startswith("sentiment-forward")
+
+
+def test_abandoned_texts_are_dropped_before_the_forward_pass_and_counted():
+    async def main():
+        fake = FakeModel()
+        fake.gate.clear()
+        b, metrics = make(fake, max_wait_ms=0)
+        b.start()
+        busy = b.submit([enc(1)])
+        await asyncio.sleep(0.05)
+        gone = b.submit([enc(7), enc(7)])
+        late = b.submit([enc(8)])
+        b.abandon(gone, "disconnected")
+        b.abandon(late, "deadline")
+        kept = b.submit([enc(3)])
+        fake.gate.set()
+        await gather_jobs(busy + kept)
+        await b.stop()
+        return fake, metrics
+
+    fake, metrics = asyncio.run(main())
+    assert fake.batches == [[1], [3]]
+    assert sample(metrics, "sentiment_dropped_texts_total", {"reason": "disconnected"}) == 2
+    assert sample(metrics, "sentiment_dropped_texts_total", {"reason": "deadline"}) == 1
+
+
+def test_one_failing_text_fails_only_itself():
+    async def main():
+        fake = FakeModel()
+        fake.fail_cost = 4
+        b, metrics = make(fake)
+        b.start()
+        results = await gather_jobs(b.submit([enc(3), enc(4), enc(5)]))
+        # The batcher survives and keeps answering.
+        again = await gather_jobs(b.submit([enc(6)]))
+        await b.stop()
+        return results, again, metrics
+
+    results, again, metrics = asyncio.run(main())
+    assert results[0].positive == 0.003 and results[2].positive == 0.005
+    assert isinstance(results[1], InferenceError) and len(results[1].error_id) == 12
+    assert again[0].positive == 0.006
+    assert sample(metrics, "sentiment_inference_failures_total") == 1
+
+
+def test_full_queue_refuses_whole_requests_with_a_retry_after():
+    async def main():
+        fake = FakeModel()
+        fake.gate.clear()
+        b, metrics = make(fake, max_queue=4, max_wait_ms=0)
+        b.start()
+        held = b.submit([enc(1)])
+        await asyncio.sleep(0.05)  # taken into the (held) forward pass: the queue is empty again
+        queued = b.submit([enc(1)] * 3)
+        with pytest.raises(QueueFull) as full:
+            b.submit([enc(1)] * 2)  # 3 + 2 > 4: all or nothing
+        also = b.submit([enc(1)])  # 3 + 1 fits
+        fake.gate.set()
+        await gather_jobs(held + queued + also)
+        await b.stop()
+        return full.value, metrics
+
+    full, metrics = asyncio.run(main())
+    assert 1 <= full.retry_after_s <= 60
+    assert sample(metrics, "sentiment_rejected_texts_total", {"reason": "queue_full"}) == 2
+
+
+def test_retry_after_follows_throughput_and_depth():
+    async def main():
+        b, _ = make(FakeModel())
+        b._rate = 10.0  # texts per second
+        b._queue.extend([None] * 45)  # type: ignore[list-item]
+        return b.retry_after_s(5)
+
+    assert asyncio.run(main()) == 5  # 50 texts at 10/s
+
+
+def test_drain_answers_admitted_work_and_admits_nothing_new():
+    async def main():
+        fake = FakeModel()
+        fake.gate.clear()
+        b, _ = make(fake, max_wait_ms=5000)  # without the drain these would wait 5 s for company
+        b.start()
+        jobs = b.submit([enc(2)] * 3)
+        drained = asyncio.create_task(b.drain(10))
+        await asyncio.sleep(0.05)
+        with pytest.raises(NotAdmitting):
+            b.submit([enc(1)])
+        fake.gate.set()
+        started = time.monotonic()
+        assert await drained
+        outcomes = await gather_jobs(jobs)
+        await b.stop()
+        return outcomes, time.monotonic() - started
+
+    outcomes, elapsed = asyncio.run(main())
+    assert all(o.positive == 0.002 for o in outcomes)
+    assert elapsed < 2
+
+
+def test_a_dead_batcher_fails_waiting_texts_and_reports_it():
+    fatal: list[BaseException] = []
+
+    async def main():
+        fake = FakeModel()
+        fake.gate.clear()
+        b, _ = make(fake, max_wait_ms=0)
+        b._on_fatal = fatal.append
+        b.start()
+        first = b.submit([enc(1)])
+        await asyncio.sleep(0.05)
+        b._take_batch = lambda: 1 / 0  # a bug in the loop itself, not in the model
+        waiting = b.submit([enc(2)])
+        fake.gate.set()
+        results = await gather_jobs(first + waiting)
+        await asyncio.sleep(0)
+        admitting = b.admitting
+        await b.stop()
+        return results, admitting
+
+    results, admitting = asyncio.run(main())
+    assert results[0].positive == 0.001
+    assert isinstance(results[1], NotAdmitting)
+    assert not admitting
+    assert len(fatal) == 1 and isinstance(fatal[0], ZeroDivisionError)
