@@ -16,16 +16,6 @@ from model.tokenizer import build_tokenizer, load_tokenizer
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def smoke_artifact(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("smoke")
-    done = subprocess.run([sys.executable, "-m", "model.train", "--smoke", "--out", str(out / "artifact"),
-                           "--checkpoint-dir", str(out / "runs")], cwd=ROOT, capture_output=True, text=True,
-                          timeout=120)
-    assert done.returncode == 0, done.stderr[-2000:]
-    return out / "artifact"
-
-
 def test_smoke_training_writes_a_complete_loadable_artifact(smoke_artifact):
     names = {p.name for p in smoke_artifact.iterdir()}
     assert {"config.json", "weights.pt", "tokenizer.json", "metrics.json"} <= names
