@@ -61,7 +61,7 @@ class Prediction(BaseModel):
     label: Literal["positive", "negative", "uncertain"] = Field(
         description="The more probable class; \"uncertain\" only when SENTIMENT_UNCERTAIN_BELOW is set and the top "
                     "probability is below it.", examples=["positive"])
-    probabilities: Probabilities
+    probabilities: Probabilities = Field(description="P(positive) and P(negative); they sum to 1.")
     tokens: int = Field(ge=0, description="Tokens the model read (all of the text).", examples=[15])
     truncated: bool = Field(description="Whether the text was cut or windowed before the model read it. The "
                                         "model reads whole reviews, so this is false.", examples=[False])
@@ -71,7 +71,7 @@ class Prediction(BaseModel):
 class BatchPrediction(BaseModel):
     """One result per text of a `texts` request, in the same order."""
 
-    results: list[Prediction]
+    results: list[Prediction] = Field(description="One result per input text, in input order.")
 
 
 class ErrorDetail(BaseModel):
@@ -85,7 +85,7 @@ class ErrorDetail(BaseModel):
 class ErrorResponse(BaseModel):
     """Every error has this shape."""
 
-    error: ErrorDetail
+    error: ErrorDetail = Field(description="What went wrong.")
 
 
 class Health(BaseModel):
@@ -124,5 +124,5 @@ class ModelCard(BaseModel):
     truncation: str = Field(description="How long texts are handled.", examples=["none: the whole review is read"])
     uncertain_below: float | None = Field(description="Threshold under which a result is labelled \"uncertain\" "
                                                       "(null: never).", examples=[None])
-    batching: Batching
-    limits: Limits
+    batching: Batching = Field(description="How requests are gathered into forward passes.")
+    limits: Limits = Field(description="Largest requests accepted.")

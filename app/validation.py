@@ -71,7 +71,7 @@ def describe_validation_error(errors: Sequence[dict], body: Any) -> tuple[Litera
     if isinstance(body, (bytes, bytearray)):
         return "media_type", "the body must be JSON: set the header `Content-Type: application/json`"
     if body is None or body == b"":
-        return "body", f"the body is empty: {USAGE}"
+        return "body", f"the body is empty or null: {USAGE}"
     if not isinstance(body, dict):
         return "body", f"the body must be a JSON object, not {_json_type(body)}: {USAGE}"
     fields = [k for k in ("text", "texts") if k in body]

@@ -167,7 +167,8 @@ class ServerProcess:
         raise AssertionError(f"server not ready after {timeout} s:\n{self.log()}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def stop(self, timeout: float = 30) -> int:

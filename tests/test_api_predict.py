@@ -1,0 +1,181 @@
+"""POST /predict through HTTP (the app with its lifespan): the contract, Unicode, batching and batch invariance."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+
+import pytest
+
+from app.main import create_app
+
+TEXTS = [
+    "A wonderful, moving film with superb acting. Loved it!",
+    "Boring, dull and far too long: the worst waste of an evening.",
+    "It was fine.",
+    "great " * 300,
+    "The plot was awful but the actors were brilliant and the music was excellent.",
+]
+UNICODE = {
+    "emoji": "Loved it 😍🎬👍🏽 — 10/10 👨‍👩‍👧",
+    "rtl": "הסרט היה נהדר. الفيلم كان رائعا",
+    "nul": "great\x00movie\x00",
+    "combining": "Cafe\u0301 ame\u0301lie: s\u0327uperbe, Z̤͔ͧ̑̓ä͖̭̈̇lg͎̤̠ͣͯo",
+    "zero_width_and_controls": "\u200b\u200d\ufeff\x07\x1b[31mred\x1b[0m",
+    "cjk_and_math": "素晴らしい映画 𝕲𝖗𝖊𝖆𝖙 ∑∞",
+    "only_symbols": "!!!???...",
+}
+
+
+def check_result(result: dict, model_version: str = "1.0.0") -> None:
+    assert set(result) == {"label", "probabilities", "tokens", "truncated", "model_version"}
+    p = result["probabilities"]
+    assert 0 <= p["positive"] <= 1 and math.isclose(p["positive"] + p["negative"], 1, abs_tol=1e-9)
+    assert result["label"] == ("positive" if p["positive"] >= 0.5 else "negative")
+    assert isinstance(result["tokens"], int) and result["tokens"] >= 0
+    assert result["truncated"] is False
+    assert result["model_version"] == model_version
+
+
+def test_one_text(client, loaded_model):
+    r = client.post("/predict", json={"text": TEXTS[0]})
+    assert r.status_code == 200
+    result = r.json()
+    check_result(result)
+    expected = loaded_model.predict([TEXTS[0]])[0]
+    assert result["probabilities"]["positive"] == pytest.approx(expected.positive, abs=1e-5)
+    assert result["tokens"] == expected.tokens
+    assert r.headers["content-type"] == "application/json"
+
+
+def test_a_batch_answers_in_order(client, loaded_model):
+    r = client.post("/predict", json={"texts": TEXTS})
+    assert r.status_code == 200
+    results = r.json()["results"]
+    assert len(results) == len(TEXTS)
+    for result, expected in zip(results, loaded_model.predict(TEXTS), strict=True):
+        check_result(result)
+        assert result["probabilities"]["positive"] == pytest.approx(expected.positive, abs=1e-5)
+        assert result["tokens"] == expected.tokens
+
+
+def test_timing_and_request_id_headers(client):
+    r = client.post("/predict", json={"text": "fine"}, headers={"x-request-id": "req-42.a:b"})
+    assert r.headers["x-request-id"] == "req-42.a:b"
+    assert float(r.headers["x-queue-time-ms"]) >= 0
+    assert float(r.headers["x-inference-time-ms"]) > 0
+    generated = client.post("/predict", json={"text": "fine"}).headers["x-request-id"]
+    assert len(generated) == 32
+    # An id that could smuggle anything into a log line or header is replaced, not echoed.
+    hostile = client.post("/predict", json={"text": "fine"}, headers={"x-request-id": "a b\tc" + "x" * 200})
+    assert hostile.headers["x-request-id"] != "a b\tc" + "x" * 200 and len(hostile.headers["x-request-id"]) == 32
+
+
+@pytest.mark.parametrize("kind", sorted(UNICODE))
+def test_any_unicode_is_valid_text(client, kind):
+    r = client.post("/predict", json={"text": UNICODE[kind]})
+    assert r.status_code == 200, r.text
+    check_result(r.json())
+
+
+def test_unicode_in_a_batch_and_raw_utf8(client):
+    r = client.post("/predict", json={"texts": list(UNICODE.values())})
+    assert r.status_code == 200 and len(r.json()["results"]) == len(UNICODE)
+    raw = '{"text": "Magnifique émotion, שלום 😀"}'.encode()
+    # The same emoji as a JSON escape pair (what ASCII-only JSON encoders send) is one valid character too.
+    escaped = b'{"text": "smile \\ud83d\\ude00"}'
+    for body in (raw, escaped):
+        r = client.post("/predict", content=body, headers={"content-type": "application/json"})
+        assert r.status_code == 200, r.text
+
+
+def test_the_longest_allowed_text_is_accepted(make_client):
+    with make_client(max_text_chars=3000) as c:
+        r = c.post("/predict", json={"text": "great movie. " * 230 + "x" * 10})
+        assert r.status_code == 200, r.text
+        assert r.json()["tokens"] > 400  # read whole: nothing is cut
+
+
+def test_uncertain_label_when_configured(make_client, loaded_model):
+    p = loaded_model.predict([TEXTS[2]])[0].positive
+    top = max(p, 1 - p)
+    with make_client(uncertain_below=min(1.0, top + 0.01)) as c:
+        assert c.post("/predict", json={"text": TEXTS[2]}).json()["label"] == "uncertain"
+    with make_client(uncertain_below=max(0.5001, top - 0.01)) as c:
+        assert c.post("/predict", json={"text": TEXTS[2]}).json()["label"] in ("positive", "negative")
+
+
+def test_concurrent_requests_share_forward_passes(make_settings, gated_model, asgi):
+    """Requests that arrive while the model is busy leave together in the next forward pass."""
+    app = create_app(make_settings(max_wait_ms=0, max_batch_size=64), model=gated_model)
+
+    async def main():
+        async with asgi(app) as c:
+            gated_model.batches.clear()
+            gated_model.gate.clear()
+            gated_model.entered.clear()
+            first = asyncio.create_task(c.post("/predict", json={"text": "first"}))
+            await asyncio.to_thread(gated_model.entered.wait, 10)  # the model is now busy with "first"
+            rest = [asyncio.create_task(c.post("/predict", json={"text": f"text number {i}"})) for i in range(16)]
+            while app.state.service.batcher.queue_depth < 16:
+                await asyncio.sleep(0.01)
+            gated_model.gate.set()
+            responses = await asyncio.gather(first, *rest)
+            metrics = (await c.get("/metrics")).text
+            return responses, metrics
+
+    responses, metrics = asyncio.run(main())
+    assert all(r.status_code == 200 for r in responses)
+    assert [len(b) for b in gated_model.batches] == [1, 16]
+    assert "sentiment_batch_size_count 2.0" in metrics
+    assert "sentiment_batch_size_sum 17.0" in metrics
+    assert 'sentiment_batch_size_bucket{le="16.0"} 2.0' in metrics
+
+
+def test_simultaneous_requests_on_an_idle_model_are_batched_within_max_wait(make_settings, gated_model, asgi):
+    app = create_app(make_settings(max_wait_ms=200), model=gated_model)
+
+    async def main():
+        async with asgi(app) as c:
+            gated_model.batches.clear()
+            return await asyncio.gather(*(c.post("/predict", json={"text": t}) for t in TEXTS))
+
+    responses = asyncio.run(main())
+    assert all(r.status_code == 200 for r in responses)
+    assert len(gated_model.batches) < len(TEXTS)
+
+
+def test_results_are_the_same_alone_in_a_batch_request_and_batched_with_others(make_settings, loaded_model, asgi):
+    app = create_app(make_settings(max_wait_ms=100), model=loaded_model)
+
+    async def main():
+        async with asgi(app) as c:
+            alone = [(await c.post("/predict", json={"text": t})).json()["probabilities"]["positive"] for t in TEXTS]
+            batch = [r["probabilities"]["positive"]
+                     for r in (await c.post("/predict", json={"texts": TEXTS})).json()["results"]]
+            # Each text in its own request, all at once: they share forward passes with each other.
+            together = await asyncio.gather(*(c.post("/predict", json={"text": t}) for t in reversed(TEXTS)))
+            mixed = [r.json()["probabilities"]["positive"] for r in reversed(together)]
+            return alone, batch, mixed
+
+    alone, batch, mixed = asyncio.run(main())
+    assert batch == pytest.approx(alone, abs=1e-5)
+    assert mixed == pytest.approx(alone, abs=1e-5)
+
+
+def test_big_requests_are_tokenised_off_the_event_loop(make_client, gated_model):
+    seen: list[str] = []
+    inner_encode = gated_model._inner.encode
+
+    def spy(texts):
+        seen.append(threading.current_thread().name)
+        return inner_encode(texts)
+
+    gated_model.encode = spy
+    with make_client(model=gated_model) as c:
+        seen.clear()
+        c.post("/predict", json={"text": "short"})
+        c.post("/predict", json={"texts": ["a fairly long review " * 50] * 8})
+    loop_thread, big = seen
+    assert big != loop_thread

@@ -1,0 +1,143 @@
+"""`python -m app` as a real uvicorn process on a free port: startup errors, SIGTERM drain, logs, body limits."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ROOT, free_port
+
+pytestmark = pytest.mark.slow
+
+
+def run_server(env: dict[str, str]) -> subprocess.Popen:
+    full = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", **env}
+    return subprocess.Popen([sys.executable, "-m", "app", "--port", "1"], cwd=ROOT, env=full, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def test_startup_errors_are_one_line_and_a_non_zero_exit(smoke_artifact: Path, tmp_path: Path):
+    tampered = shutil.copytree(smoke_artifact, tmp_path / "tampered")
+    with open(tampered / "weights.pt", "ab") as f:
+        f.write(b"\0")
+    not_an_artifact = tmp_path / "empty"
+    not_an_artifact.mkdir()
+    good = str(smoke_artifact)
+    cases = {
+        "missing artifact": ({"SENTIMENT_MODEL_DIR": str(tmp_path / "nowhere")},
+                             r"cannot load the model .*artifact folder not found: .*nowhere"),
+        "not an artifact": ({"SENTIMENT_MODEL_DIR": str(not_an_artifact)}, r"config.json is missing"),
+        "tampered weights": ({"SENTIMENT_MODEL_DIR": str(tampered)}, r"checksum mismatch for .*weights.pt"),
+        "absent GPU": ({"SENTIMENT_MODEL_DIR": good, "SENTIMENT_DEVICE": "cuda:99"},
+                       r"SENTIMENT_DEVICE='cuda:99': device 'cuda:99' requested but"),
+        "bad device name": ({"SENTIMENT_MODEL_DIR": good, "SENTIMENT_DEVICE": "gpu"},
+                            r"SENTIMENT_DEVICE='gpu': use auto, cpu, cuda or cuda:N"),
+        "bad setting": ({"SENTIMENT_MODEL_DIR": good, "SENTIMENT_MAX_BATCH_SIZE": "zero"},
+                        r"invalid setting: SENTIMENT_MAX_BATCH_SIZE='zero'"),
+        "unknown setting": ({"SENTIMENT_MODEL_DIR": good, "SENTIMENT_MAX_WAIT": "5"},
+                            r"SENTIMENT_MAX_WAIT is not a setting \(did you mean SENTIMENT_MAX_WAIT_MS\?\)"),
+    }
+    started = time.monotonic()
+    procs = {name: run_server(env) for name, (env, _) in cases.items()}  # in parallel: each pays torch's import
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=120)
+        pattern = cases[name][1]
+        lines = [line for line in err.splitlines() if line.strip()]
+        assert proc.returncode != 0, (name, err)
+        assert len(lines) == 1, (name, err)
+        assert lines[0].startswith("sentiment: "), (name, lines)
+        assert re.search(pattern, lines[0]), (name, lines[0])
+        assert "Traceback" not in err and "Uvicorn running" not in err + out, name
+    assert time.monotonic() - started < 90
+
+
+async def _sigterm_drain(server) -> dict:
+    long_text = "great plot, awful acting " * 400  # ~10k characters: each forward pass takes a while
+    async with httpx.AsyncClient(base_url=server.url, timeout=60) as c:
+        admitted = [asyncio.create_task(c.post("/predict", json={"text": f"{i} {long_text}"})) for i in range(6)]
+        for _ in range(500):  # until all six are admitted (queued or in the forward pass)
+            metrics = (await c.get("/metrics")).text
+            depth = float(next(line.split()[1] for line in metrics.splitlines()
+                               if line.startswith("sentiment_queue_depth ")))
+            if depth >= 4:
+                break
+            await asyncio.sleep(0.01)
+        server.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        ready = await c.get("/health/ready")
+        live = await c.get("/health/live")
+        refused = await c.post("/predict", json={"text": "arrived after SIGTERM"})
+        answers = await asyncio.gather(*admitted)
+    return {"ready": ready, "live": live, "refused": refused, "answers": answers}
+
+
+def test_sigterm_turns_readiness_503_answers_admitted_work_and_exits_0(start_server):
+    server = start_server(SENTIMENT_MAX_BATCH_SIZE="1", SENTIMENT_SHUTDOWN_DELAY_S="1")
+    server.wait_ready()
+    seen = asyncio.run(_sigterm_drain(server))
+    assert seen["ready"].status_code == 503 and seen["ready"].json()["error"]["code"] == "shutting_down"
+    assert seen["live"].status_code == 200
+    assert seen["refused"].status_code == 503 and seen["refused"].headers["retry-after"] == "1"
+    assert [r.status_code for r in seen["answers"]] == [200] * 6
+    assert server.proc.wait(30) == 0
+    log = server.log()
+    assert "SIGTERM: draining" in log
+    assert "Traceback" not in log
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.url + "/health/live", timeout=2)
+
+
+def test_a_real_server_serves_logs_request_ids_and_limits_bodies(start_server):
+    server = start_server(SENTIMENT_LOG_JSON="true", SENTIMENT_MAX_BODY_BYTES="2000")
+    server.wait_ready()
+    with httpx.Client(base_url=server.url, timeout=30) as c:
+        ok = c.post("/predict", json={"texts": ["fine", "great"]}, headers={"x-request-id": "proc-test-1"})
+        assert ok.status_code == 200 and len(ok.json()["results"]) == 2
+        assert ok.headers["x-request-id"] == "proc-test-1"
+        declared = c.post("/predict", json={"text": "x" * 5000})
+        assert declared.status_code == 413 and declared.json()["error"]["code"] == "body_too_large"
+
+        def chunks():  # no Content-Length: counted as it streams
+            for _ in range(50):
+                yield b"y" * 100
+
+        streamed = c.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+        assert streamed.status_code == 413
+    assert server.stop() == 0
+    lines = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
+    access = [line for line in lines if line["logger"] == "app.access" and line.get("request_id") == "proc-test-1"]
+    assert len(access) == 1
+    assert access[0]["status"] == 200 and access[0]["path"] == "/predict" and access[0]["latency_ms"] > 0
+    assert "queue_ms" in access[0] and "inference_ms" in access[0]
+
+
+def test_the_port_is_not_open_until_the_model_is_ready(smoke_artifact: Path):
+    # Settings and the model are checked before uvicorn binds: a probe either cannot connect or sees 200.
+    port = free_port()
+    env = {"PATH": "/usr/bin:/bin", "SENTIMENT_MODEL_DIR": str(smoke_artifact), "SENTIMENT_DEVICE": "cpu"}
+    proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    statuses = set()
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and 200 not in statuses:
+            try:
+                statuses.add(httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code)
+            except httpx.TransportError:
+                time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    assert statuses == {200}
+    with socket.socket() as s:  # and the port is released
+        s.bind(("127.0.0.1", port))
