@@ -123,3 +123,67 @@ def test_a_client_that_disconnects_while_queued_is_dropped_and_counted(make_sett
     assert first[0]["status"] == 200
     assert 'sentiment_dropped_texts_total{reason="disconnected"} 2.0' in metrics
     assert len(gated_model.batches) == 2  # the warm-up and "held": the departed texts never ran
+
+
+def test_a_dead_batcher_turns_readiness_503_and_asks_the_process_to_stop(make_settings, loaded_model, asgi):
+    fatal: list[BaseException] = []
+    app = create_app(make_settings(max_wait_ms=0), model=loaded_model, on_fatal=fatal.append)
+
+    async def main():
+        async with asgi(app) as c:
+            assert (await c.get("/health/ready")).status_code == 200
+            batcher = app.state.service.batcher
+            batcher._take_batch = lambda: 1 / 0  # a bug in the batcher's own loop
+            answer = await c.post("/predict", json={"text": "hello"})
+            return answer, await c.get("/health/ready"), await c.post("/predict", json={"text": "again"})
+
+    answer, ready, again = asyncio.run(main())
+    assert answer.status_code == 503 and ready.status_code == 503 and again.status_code == 503
+    assert len(fatal) == 1 and isinstance(fatal[0], ZeroDivisionError)
+    assert 'sentiment_ready 0.0' in app.state.metrics.render().decode()
+
+
+def test_the_entry_point_exits_non_zero_when_the_batcher_dies():
+    import uvicorn
+
+    from app.__main__ import EXIT_FATAL, DrainingServer
+
+    server = DrainingServer(uvicorn.Config(app=None), service=None)
+    server.on_fatal(RuntimeError("batcher died"))
+    assert server.should_exit and isinstance(server.fatal_error, RuntimeError)
+    assert EXIT_FATAL != 0
+
+
+def test_every_request_is_logged_once_with_its_id_status_and_latency(client, caplog):
+    caplog.set_level("INFO", logger="app.access")
+    client.post("/predict", json={"text": "fine"}, headers={"x-request-id": "log-me-1"})
+    client.post("/predict", json={"text": ""}, headers={"x-request-id": "log-me-2"})
+    lines = [r.getMessage() for r in caplog.records if r.name == "app.access"]
+    ok = [line for line in lines if "request_id=log-me-1" in line]
+    bad = [line for line in lines if "request_id=log-me-2" in line]
+    assert len(ok) == 1 and ok[0].startswith("POST /predict 200 ") and "queue_ms=" in ok[0]
+    assert len(bad) == 1 and bad[0].startswith("POST /predict 422 ")
+
+
+def test_cors_is_off_by_default_and_allows_configured_origins(client, make_client):
+    preflight = {"origin": "https://app.example", "access-control-request-method": "POST"}
+    assert "access-control-allow-origin" not in client.options("/predict", headers=preflight).headers
+    with make_client(cors_origins=["https://app.example"]) as c:
+        r = c.options("/predict", headers=preflight)
+        assert r.headers["access-control-allow-origin"] == "https://app.example"
+        r = c.post("/predict", json={"text": "hi"}, headers={"origin": "https://app.example"})
+        assert r.headers["access-control-allow-origin"] == "https://app.example"
+        assert "x-request-id" in r.headers["access-control-expose-headers"].lower()
+        other = c.options("/predict", headers={**preflight, "origin": "https://evil.example"})
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_the_shipped_model_through_http(shipped_artifact, make_client):
+    import model
+
+    with make_client(model=model.load_model(shipped_artifact, "cpu"), model_dir=shipped_artifact) as c:
+        r = c.post("/predict", json={"texts": ["A wonderful, moving film. I loved it.",
+                                               "Dreadful. Two hours I will never get back."]})
+        assert r.status_code == 200
+        assert [x["label"] for x in r.json()["results"]] == ["positive", "negative"]
+        assert c.get("/model").json()["metrics"]["test"]

@@ -62,33 +62,38 @@ def test_startup_errors_are_one_line_and_a_non_zero_exit(smoke_artifact: Path, t
 
 
 async def _sigterm_drain(server) -> dict:
-    long_text = "great plot, awful acting " * 400  # ~10k characters: each forward pass takes a while
     async with httpx.AsyncClient(base_url=server.url, timeout=60) as c:
-        admitted = [asyncio.create_task(c.post("/predict", json={"text": f"{i} {long_text}"})) for i in range(6)]
-        for _ in range(500):  # until all six are admitted (queued or in the forward pass)
+        admitted = [asyncio.create_task(c.post("/predict", json={"text": f"review {i}: great plot, awful acting"}))
+                    for i in range(6)]
+        for _ in range(1000):  # until all six wait in the queue (the batch would leave only after 10 s)
             metrics = (await c.get("/metrics")).text
-            depth = float(next(line.split()[1] for line in metrics.splitlines()
-                               if line.startswith("sentiment_queue_depth ")))
-            if depth >= 4:
+            if "sentiment_queue_depth 6.0" in metrics:
                 break
             await asyncio.sleep(0.01)
+        else:
+            raise AssertionError("the six requests were never all queued")
+        sent = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.2)
         ready = await c.get("/health/ready")
         live = await c.get("/health/live")
         refused = await c.post("/predict", json={"text": "arrived after SIGTERM"})
         answers = await asyncio.gather(*admitted)
-    return {"ready": ready, "live": live, "refused": refused, "answers": answers}
+        answered_after = time.monotonic() - sent
+    return {"ready": ready, "live": live, "refused": refused, "answers": answers, "answered_after": answered_after}
 
 
 def test_sigterm_turns_readiness_503_answers_admitted_work_and_exits_0(start_server):
-    server = start_server(SENTIMENT_MAX_BATCH_SIZE="1", SENTIMENT_SHUTDOWN_DELAY_S="1")
+    # Batches would wait 10 s to fill; the drain sends them at once. The port stays open 1 s after SIGTERM
+    # (SHUTDOWN_DELAY_S) so that readiness can be seen turning 503.
+    server = start_server(SENTIMENT_MAX_WAIT_MS="10000", SENTIMENT_SHUTDOWN_DELAY_S="1")
     server.wait_ready()
     seen = asyncio.run(_sigterm_drain(server))
     assert seen["ready"].status_code == 503 and seen["ready"].json()["error"]["code"] == "shutting_down"
     assert seen["live"].status_code == 200
     assert seen["refused"].status_code == 503 and seen["refused"].headers["retry-after"] == "1"
     assert [r.status_code for r in seen["answers"]] == [200] * 6
+    assert seen["answered_after"] < 8
     assert server.proc.wait(30) == 0
     log = server.log()
     assert "SIGTERM: draining" in log
