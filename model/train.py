@@ -45,6 +45,11 @@ class TrainConfig:
     epochs: int = 8
     patience: int = 2
     stop_after: int = 0
+    wide_lr_scale: float = 50.0
+    self_train_rounds: int = 0
+    self_train_epochs: int = 2
+    self_train_threshold: float = 0.9
+    self_train_lr_scale: float = 0.5
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-2
@@ -68,8 +73,8 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def smoke_corpus(n: int, seed: int) -> tuple[list[imdb.Review], list[imdb.Review]]:
-    """Synthetic labelled reviews (no dataset needed): sentiment words in neutral filler."""
+def smoke_corpus(n: int, seed: int) -> tuple[list[imdb.Review], list[imdb.Review], list[imdb.Review]]:
+    """Synthetic (train, validation, unlabelled) reviews, no dataset needed: sentiment words in neutral filler."""
     rng = random.Random(seed)
     good = "great wonderful superb brilliant loved moving excellent fun".split()
     bad = "awful boring terrible worst waste dull stupid bad".split()
@@ -81,7 +86,9 @@ def smoke_corpus(n: int, seed: int) -> tuple[list[imdb.Review], list[imdb.Review
         for _ in range(rng.randint(1, 4)):
             words.insert(rng.randrange(len(words) + 1), rng.choice(good if label else bad))
         reviews.append(imdb.Review(" ".join(words).capitalize() + ".<br /><br />", label, 8 if label else 2, "train"))
-    return imdb.stratified_split(reviews, 0.2, seed)
+    train_set, val_set = imdb.stratified_split(reviews[: n * 4 // 5], 0.25, seed)
+    unlabelled = [imdb.Review(r.text, -1, 0, "unsup") for r in reviews[n * 4 // 5:]]
+    return train_set, val_set, unlabelled
 
 
 def git_commit() -> str | None:
@@ -157,6 +164,76 @@ def pretrained_embeddings(tokenizer, texts: list[str], dim: int, seed: int) -> t
     return vectors
 
 
+def make_optimiser(network: SentimentLSTM, cfg: TrainConfig, reviews: int, epochs: int, stage: int):
+    """AdamW with warm-up and cosine decay. The wide n-gram weights get a much larger rate and no decay: each
+    one is touched by few reviews and scaled down by the review length, so at the LSTM's rate it barely moves."""
+    wide = [p for n, p in network.named_parameters() if n.startswith(("unigram_weights", "bigram_weights"))]
+    rest = [p for n, p in network.named_parameters() if not n.startswith(("unigram_weights", "bigram_weights"))]
+    lr = cfg.lr * (cfg.self_train_lr_scale if stage else 1.0)
+    groups = [{"params": rest, "lr": lr, "weight_decay": cfg.weight_decay}]
+    if wide:
+        groups.append({"params": wide, "lr": lr * cfg.wide_lr_scale, "weight_decay": 0.0})
+    optimiser = torch.optim.AdamW(groups)
+    steps_per_epoch = math.ceil(reviews / cfg.batch_size)
+    total_steps = steps_per_epoch * epochs
+    warmup = max(1, steps_per_epoch // 4)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimiser, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps))))
+    return optimiser, scheduler
+
+
+def train_epoch(network, optimiser, scheduler, ids_list, labels, cfg: TrainConfig, rng: random.Random,
+                device: torch.device, loss_fn, desc: str) -> float:
+    network.train()
+    batches = bucket_batches([min(len(s), cfg.max_train_tokens) for s in ids_list], cfg.batch_size, rng)
+    bar = tqdm(batches, desc=desc, disable=not cfg.progress, unit="batch", dynamic_ncols=True)
+    running = 0.0
+    for step, idx in enumerate(bar, 1):
+        ids, lengths = make_batch([ids_list[i] for i in idx], cfg.max_train_tokens, rng, device)
+        y = labels[idx].float().to(device)
+        branches = network.branch_logits(ids, lengths)
+        loss = loss_fn(branches.sum(-1), y)
+        if branches.size(-1) > 1:
+            # Each branch must also classify on its own, so neither can coast on the other.
+            loss = loss + sum(loss_fn(branches[:, k], y) for k in range(branches.size(-1))) / branches.size(-1)
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(network.parameters(), cfg.clip)
+        optimiser.step()
+        scheduler.step()
+        running += (loss.item() - running) / min(step, 50)
+        if step % 10 == 0:
+            bar.set_postfix(loss=f"{running:.4f}")
+    return running
+
+
+def pseudo_labels(network, ckpt_dir: Path, stage: int, unsup, tokenizer, cfg: TrainConfig, device, log):
+    """Self-training: the unlabelled reviews the current best model is confident about, with its labels.
+
+    Saved per stage so a resumed run trains on exactly the same set. Classes are balanced by keeping the most
+    confident reviews of the larger class, so the pseudo-labels cannot drift the prior.
+    """
+    path = ckpt_dir / f"pseudo-{stage}.pt"
+    ids = [e.ids for e in tokenizer.encode_batch([r.text for r in unsup], add_special_tokens=False)]
+    if path.is_file():
+        saved = torch.load(path, weights_only=True)
+        index, labels = saved["index"], saved["labels"]
+    else:
+        t0 = time.time()
+        probs = torch.sigmoid(predict_logits(network, ids, device))
+        pos = torch.nonzero(probs >= cfg.self_train_threshold).squeeze(1)
+        neg = torch.nonzero(probs <= 1 - cfg.self_train_threshold).squeeze(1)
+        k = min(len(pos), len(neg))
+        pos = pos[torch.argsort(probs[pos], descending=True)[:k]]
+        neg = neg[torch.argsort(probs[neg])[:k]]
+        index = torch.cat([pos, neg])
+        labels = torch.cat([torch.ones(k, dtype=torch.long), torch.zeros(k, dtype=torch.long)])
+        torch.save({"index": index, "labels": labels}, path)
+        log(f"self-training: {len(index)} of {len(unsup)} unlabelled reviews pseudo-labelled "
+            f"(confidence >= {cfg.self_train_threshold}, balanced) in {time.time() - t0:.0f}s")
+    return [ids[i] for i in index.tolist()], labels
+
+
 def train(cfg: TrainConfig, cache: dict | None = None) -> dict:
     """Train, select the best epoch on validation, calibrate, write the artifact; returns the metrics.
 
@@ -174,11 +251,11 @@ def train(cfg: TrainConfig, cache: dict | None = None) -> dict:
     unsup: list[imdb.Review] = []
     data_sha = None
     if cfg.smoke:
-        train_set, val_set = smoke_corpus(400, cfg.seed)
+        train_set, val_set, unsup = smoke_corpus(500, cfg.seed)
     else:
         if not cfg.data:
             raise SystemExit("--data PATH is required (the aclImdb_v1.tar.gz archive or its folder), or --download")
-        splits = ("train", "unsup") if cfg.pretrain_embeddings else ("train",)
+        splits = ("train", "unsup") if cfg.pretrain_embeddings or cfg.self_train_rounds else ("train",)
         key = ("data", cfg.data, splits)
         if key not in cache:
             cache[key] = imdb.load_splits(cfg.data, splits)
@@ -215,69 +292,62 @@ def train(cfg: TrainConfig, cache: dict | None = None) -> dict:
 
     train_ids, train_y = encode(train_set)
     val_ids, val_y = encode(val_set)
-    optimiser = torch.optim.AdamW(network.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
-    total_steps = steps_per_epoch * cfg.epochs
-    warmup = max(1, steps_per_epoch // 4)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimiser, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total_steps))))
-
     ckpt_dir = Path(cfg.checkpoint_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "history": []}
+    stage_epochs = [cfg.epochs] + [cfg.self_train_epochs] * (cfg.self_train_rounds if unsup else 0)
+    state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "history": [], "stage": 0, "stage_start": 0}
+    saved = None
     if cfg.resume and (ckpt_dir / "last.pt").is_file():
         saved = torch.load(ckpt_dir / "last.pt", map_location=device, weights_only=False)  # our own checkpoint
         network.load_state_dict(saved["network"])
-        optimiser.load_state_dict(saved["optimiser"])
-        scheduler.load_state_dict(saved["scheduler"])
         random.setstate(saved["python_rng"])
         torch.set_rng_state(saved["torch_rng"])
         state = saved["state"]
-        log(f"resumed from {ckpt_dir / 'last.pt'} after epoch {state['epoch']}")
+        log(f"resumed from {ckpt_dir / 'last.pt'} after epoch {state['epoch']} (stage {state['stage'] + 1})")
 
     loss_fn = nn.BCEWithLogitsLoss()
     rng = random.Random(cfg.seed)  # batch order and crops; saved with each checkpoint so a resume is exact
     if "batch_rng" in state:
         rng.setstate(state.pop("batch_rng"))
     epochs_this_run = 0
-    while state["epoch"] < cfg.epochs and state["epoch"] - state["best_epoch"] < cfg.patience:
-        if cfg.stop_after and epochs_this_run == cfg.stop_after:
-            log(f"stopping after {epochs_this_run} epoch(s) as asked; continue with --resume")
-            return {"history": state["history"], "stopped_early": True}
-        epochs_this_run += 1
-        epoch = state["epoch"] + 1
-        network.train()
-        batches = bucket_batches([min(len(s), cfg.max_train_tokens) for s in train_ids], cfg.batch_size, rng)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not cfg.progress, unit="batch",
-                   dynamic_ncols=True)
-        running = 0.0
-        for step, idx in enumerate(bar, 1):
-            ids, lengths = make_batch([train_ids[i] for i in idx], cfg.max_train_tokens, rng, device)
-            y = train_y[idx].float().to(device)
-            branches = network.branch_logits(ids, lengths)
-            loss = loss_fn(branches.sum(-1), y)
-            if branches.size(-1) > 1:
-                loss = loss + sum(loss_fn(branches[:, k], y) for k in range(branches.size(-1))) / branches.size(-1)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(network.parameters(), cfg.clip)
-            optimiser.step()
-            scheduler.step()
-            running += (loss.item() - running) / min(step, 50)
-            if step % 10 == 0:
-                bar.set_postfix(loss=f"{running:.4f}")
-        val = binary_metrics(predict_logits(network, val_ids, device), val_y)
-        state["epoch"] = epoch
-        state["history"].append({"epoch": epoch, "train_loss": running, **{f"val_{k}": v for k, v in val.items()}})
-        if val["accuracy"] > state["best_accuracy"]:
-            state["best_accuracy"], state["best_epoch"] = val["accuracy"], epoch
-            torch.save(network.state_dict(), ckpt_dir / "best.pt")
-        log(f"epoch {epoch}: train loss {running:.4f}  val accuracy {val['accuracy']:.4f}  val nll {val['nll']:.4f}"
-            f"  (best {state['best_accuracy']:.4f} @ {state['best_epoch']})")
-        torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(),
-                    "scheduler": scheduler.state_dict(), "python_rng": random.getstate(),
-                    "torch_rng": torch.get_rng_state(), "state": {**state, "batch_rng": rng.getstate()}},
-                   ckpt_dir / "last.pt")
+    while state["stage"] < len(stage_epochs):
+        stage = state["stage"]
+        fit_ids, fit_y = train_ids, train_y
+        if stage > 0:
+            pseudo_ids, pseudo_y = pseudo_labels(network, ckpt_dir, stage, unsup, tokenizer, cfg, device, log)
+            fit_ids, fit_y = train_ids + pseudo_ids, torch.cat([train_y, pseudo_y])
+        optimiser, scheduler = make_optimiser(network, cfg, len(fit_ids), stage_epochs[stage], stage)
+        if saved is not None:
+            optimiser.load_state_dict(saved["optimiser"])
+            scheduler.load_state_dict(saved["scheduler"])
+            saved = None
+        while (state["epoch"] - state["stage_start"] < stage_epochs[stage]
+               and state["epoch"] - max(state["best_epoch"], state["stage_start"]) < cfg.patience):
+            if cfg.stop_after and epochs_this_run == cfg.stop_after:
+                log(f"stopping after {epochs_this_run} epoch(s) as asked; continue with --resume")
+                return {"history": state["history"], "stopped_early": True}
+            epochs_this_run += 1
+            epoch = state["epoch"] + 1
+            running = train_epoch(network, optimiser, scheduler, fit_ids, fit_y, cfg, rng, device, loss_fn,
+                                  desc=f"epoch {epoch} (stage {stage + 1}/{len(stage_epochs)})")
+            val = binary_metrics(predict_logits(network, val_ids, device), val_y)
+            state["epoch"] = epoch
+            state["history"].append({"epoch": epoch, "stage": stage + 1, "train_reviews": len(fit_ids),
+                                     "train_loss": running, **{f"val_{k}": v for k, v in val.items()}})
+            if val["accuracy"] > state["best_accuracy"]:
+                state["best_accuracy"], state["best_epoch"] = val["accuracy"], epoch
+                torch.save(network.state_dict(), ckpt_dir / "best.pt")
+            log(f"epoch {epoch}: train loss {running:.4f}  val accuracy {val['accuracy']:.4f}  val nll "
+                f"{val['nll']:.4f}  (best {state['best_accuracy']:.4f} @ {state['best_epoch']})")
+            torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(),
+                        "scheduler": scheduler.state_dict(), "python_rng": random.getstate(),
+                        "torch_rng": torch.get_rng_state(), "state": {**state, "batch_rng": rng.getstate()}},
+                       ckpt_dir / "last.pt")
+        state["stage"] += 1
+        state["stage_start"] = state["epoch"]
+        if state["stage"] < len(stage_epochs):
+            # The next stage starts from the best weights so far, not from the last (possibly over-fitted) ones.
+            network.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location=device, weights_only=True))
 
     network.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location=device, weights_only=True))
     val_logits = predict_logits(network, val_ids, device)
@@ -362,6 +432,14 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--cased", action="store_true", help="keep letter case in the tokenizer")
     p.add_argument("--no-pretrain", action="store_true", help="random embeddings instead of PPMI-SVD vectors "
                                                               "learned on train+unsup")
+    p.add_argument("--self-train", type=int, default=0, metavar="ROUNDS",
+                   help="self-training rounds: after training, add the unlabelled reviews the model is confident "
+                        "about, with its labels, and train on (0: off)")
+    p.add_argument("--self-train-epochs", type=int, default=d.self_train_epochs, help="epochs per self-training round")
+    p.add_argument("--self-train-threshold", type=float, default=d.self_train_threshold,
+                   help="minimum confidence for a pseudo-label")
+    p.add_argument("--wide-lr-scale", type=float, default=d.wide_lr_scale,
+                   help="learning-rate multiplier of the n-gram branch")
     p.add_argument("--train-limit", type=int, default=0, help="use only the first N training reviews")
     p.add_argument("--version", default=d.version, help="artifact version string")
     p.add_argument("--no-test", action="store_true", help="skip the final test-split report")
@@ -388,7 +466,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         batch_size=16 if a.smoke else a.batch_size,
         lr=1e-2 if a.smoke else a.lr, weight_decay=a.weight_decay, val_fraction=a.val_fraction,
         max_train_tokens=a.max_train_tokens, vocab_size=500 if a.smoke else a.vocab_size, lowercase=not a.cased,
-        pretrain_embeddings=not a.no_pretrain, train_limit=a.train_limit, version=a.version,
+        pretrain_embeddings=not a.no_pretrain, train_limit=a.train_limit, self_train_rounds=a.self_train,
+        self_train_epochs=a.self_train_epochs, self_train_threshold=a.self_train_threshold,
+        wide_lr_scale=a.wide_lr_scale, version=a.version,
         evaluate_test=not a.no_test, smoke=a.smoke, network=net)
 
 
