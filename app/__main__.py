@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import logging
 import signal
+import socket
 import sys
 
 import uvicorn
@@ -78,6 +79,21 @@ def fail(message: str) -> None:
     print(f"sentiment: {message}", file=sys.stderr, flush=True)
 
 
+def bind(host: str, port: int) -> socket.socket | None:
+    """The listening address, taken before the model loads so that a busy port is a one-line error too. Bound but
+    not yet listening: connections are refused until uvicorn starts serving, after the warm-up."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+        return None
+    sock.set_inheritable(True)
+    return sock
+
+
 def load(settings: Settings):
     """The model, or None after printing why not (one line)."""
     try:
@@ -99,8 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         fail(str(exc))
         return EXIT_BAD_CONFIG
     configure_logging(settings.log_level, settings.log_json)
+    sock = bind(args.host, args.port)
+    if sock is None:
+        return EXIT_BAD_CONFIG
     model = load(settings)
     if model is None:
+        sock.close()
         return EXIT_BAD_CONFIG
 
     holder: dict[str, DrainingServer] = {}
@@ -113,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     # drained shutdown exits 0 instead of dying of SIGTERM.
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: None)
-    server.run()
+    server.run(sockets=[sock])
     if server.fatal_error is not None:
         return EXIT_FATAL
     return 0

@@ -20,10 +20,10 @@ from conftest import ROOT, free_port
 pytestmark = pytest.mark.slow
 
 
-def run_server(env: dict[str, str]) -> subprocess.Popen:
+def run_server(env: dict[str, str], port: int | None = None) -> subprocess.Popen:
     full = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", **env}
-    return subprocess.Popen([sys.executable, "-m", "app", "--port", "1"], cwd=ROOT, env=full, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-m", "app", "--port", str(port or free_port())], cwd=ROOT, env=full,
+                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def test_startup_errors_are_one_line_and_a_non_zero_exit(smoke_artifact: Path, tmp_path: Path):
@@ -47,8 +47,14 @@ def test_startup_errors_are_one_line_and_a_non_zero_exit(smoke_artifact: Path, t
         "unknown setting": ({"SENTIMENT_MODEL_DIR": good, "SENTIMENT_MAX_WAIT": "5"},
                             r"SENTIMENT_MAX_WAIT is not a setting \(did you mean SENTIMENT_MAX_WAIT_MS\?\)"),
     }
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen()
+    cases["busy port"] = ({"SENTIMENT_MODEL_DIR": good}, r"cannot listen on 127.0.0.1:\d+: Address already in use")
     started = time.monotonic()
-    procs = {name: run_server(env) for name, (env, _) in cases.items()}  # in parallel: each pays torch's import
+    # In parallel: each pays for importing torch.
+    procs = {name: run_server(env, busy.getsockname()[1] if name == "busy port" else None)
+             for name, (env, _) in cases.items()}
     for name, proc in procs.items():
         out, err = proc.communicate(timeout=120)
         pattern = cases[name][1]
@@ -58,6 +64,7 @@ def test_startup_errors_are_one_line_and_a_non_zero_exit(smoke_artifact: Path, t
         assert lines[0].startswith("sentiment: "), (name, lines)
         assert re.search(pattern, lines[0]), (name, lines[0])
         assert "Traceback" not in err and "Uvicorn running" not in err + out, name
+    busy.close()
     assert time.monotonic() - started < 90
 
 
