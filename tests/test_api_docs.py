@@ -73,7 +73,7 @@ SCENARIOS = {
 
 def settings_for_docs(make_settings):
     return make_settings(api_key=KEY, max_text_chars=100, max_batch_texts=4, max_queue=4, max_body_bytes=1000,
-                         max_wait_ms=0, request_timeout_s=0.5)
+                         max_wait_ms=0, request_timeout_s=2.0)
 
 
 @pytest.fixture

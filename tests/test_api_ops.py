@@ -34,7 +34,7 @@ def test_ready_turns_200_only_once_started_and_503_again_on_shutdown(make_settin
     assert seen == [503, 200, 200, 503, 200, 503]
 
 
-def test_ready_is_503_when_the_lifespan_loads_a_model_and_200_after(make_settings):
+def test_the_lifespan_loads_the_model_itself_when_none_is_given(make_settings):
     # No model handed in: the lifespan loads it from SENTIMENT_MODEL_DIR (what TestClient users get).
     from fastapi.testclient import TestClient
 

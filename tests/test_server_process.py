@@ -91,9 +91,9 @@ async def _sigterm_drain(server) -> dict:
 
 
 def test_sigterm_turns_readiness_503_answers_admitted_work_and_exits_0(start_server):
-    # Batches would wait 10 s to fill; the drain sends them at once. The port stays open 1 s after SIGTERM
+    # Batches would wait 10 s to fill; the drain sends them at once. The port stays open 2 s after SIGTERM
     # (SHUTDOWN_DELAY_S) so that readiness can be seen turning 503.
-    server = start_server(SENTIMENT_MAX_WAIT_MS="10000", SENTIMENT_SHUTDOWN_DELAY_S="1")
+    server = start_server(SENTIMENT_MAX_WAIT_MS="10000", SENTIMENT_SHUTDOWN_DELAY_S="2")
     server.wait_ready()
     seen = asyncio.run(_sigterm_drain(server))
     assert seen["ready"].status_code == 503 and seen["ready"].json()["error"]["code"] == "shutting_down"
