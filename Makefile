@@ -40,3 +40,34 @@ evaluate: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs
+
+# --- Docker (README, "Docker") ---------------------------------------------------------------------------------------
+# wheels/: every wheel the image needs (Linux x86_64, CPython 3.11), so `docker build` installs with --no-index.
+# TORCH_VARIANT=cuda downloads CUDA torch from TORCH_CUDA_INDEX_URL; cpu uses TORCH_INDEX_URL like `make install`.
+TORCH_VARIANT ?= cpu
+TORCH_CUDA_INDEX_URL ?= https://download.pytorch.org/whl/cu126
+IMAGE ?= imdb-sentiment:1.0.0$(if $(filter cuda,$(TORCH_VARIANT)),-cuda)
+WHEELS_TORCH_INDEX = $(if $(filter cuda,$(TORCH_VARIANT)),$(TORCH_CUDA_INDEX_URL),$(TORCH_INDEX_URL))
+WHEELS_TARGET = --only-binary=:all: --python-version 3.11 --implementation cp --abi cp311 \
+	--platform manylinux2014_x86_64 $(foreach v,$(shell seq 17 36),--platform manylinux_2_$(v)_x86_64)
+
+.PHONY: wheels docker-build docker-test
+
+wheels:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	rm -f wheels/torch-*.whl
+	$(BIN)/pip download --quiet --disable-pip-version-check --dest wheels $(WHEELS_TARGET) "torch==$(TORCH_VERSION)" \
+		$(if $(WHEELS_TORCH_INDEX),--index-url $(WHEELS_TORCH_INDEX))
+	$(BIN)/python -c "import re, tomllib; deps = tomllib.load(open('pyproject.toml', 'rb'))['project']['dependencies']; \
+		print('\n'.join(d for d in deps if re.match(r'[\w.-]+', d)[0].lower() != 'torch'))" \
+		| $(BIN)/pip download --quiet --disable-pip-version-check --dest wheels $(WHEELS_TARGET) \
+			-r /dev/stdin "setuptools>=68" wheel
+
+# BuildKit where the docker CLI has buildx, the legacy builder otherwise (our CI machines' CLI has no buildx).
+docker-build:
+	DOCKER_BUILDKIT=$${DOCKER_BUILDKIT:-$$(docker buildx version > /dev/null 2>&1 && echo 1 || echo 0)} \
+		docker build --build-arg TORCH_VARIANT=$(TORCH_VARIANT) $(if $(BASE_IMAGE),--build-arg BASE_IMAGE=$(BASE_IMAGE)) \
+		-t $(IMAGE) .
+
+docker-test:
+	bash scripts/docker_smoke.sh
