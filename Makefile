@@ -38,6 +38,11 @@ tune: $(STAMP)
 evaluate: $(STAMP)
 	$(BIN)/python -m model.evaluate --artifact model/artifacts/imdb-lstm-v1 --data $(DATA)
 
+# Needs wrk (apt-get install -y wrk) and a quiet machine; writes bench/results/ (see docs/benchmarks.md).
+bench: $(STAMP)
+	command -v wrk >/dev/null || apt-get install -y wrk
+	$(BIN)/python -m bench.run --data $(DATA) $(BENCH_ARGS)
+
 clean:
 	rm -rf $(VENV) .pytest_cache runs
 
