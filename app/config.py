@@ -51,6 +51,8 @@ class Settings(BaseSettings):
                                                          "origins allowed by CORS (empty: CORS off)")
     uncertain_below: float | None = Field(None, gt=0.5, le=1.0, description="when set, a result whose top "
                                           "probability is below it is labelled \"uncertain\"")
+    max_explain_words: int = Field(256, ge=1, le=4096, description="most words per text that `explain` weighs (one "
+                                   "extra forward-pass row per word); words beyond get no weight")
 
     @field_validator("device", "log_level", mode="before")
     @classmethod

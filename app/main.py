@@ -19,13 +19,15 @@ from app.docs import install_docs
 from app.errors import install_error_handlers
 from app.metrics import Metrics
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
+from app.page import install_page
 from app.responses import OrjsonResponse
 from app.service import Service
 
 DESCRIPTION = """Sentiment of movie reviews from a PyTorch LSTM trained on IMDB.
 
 `POST /predict` takes `{"text": "..."}` or `{"texts": ["...", ...]}` and answers with calibrated probabilities.
-Concurrent requests share forward passes. Errors always look like `{"error": {"code", "message", "request_id"}}`.
+Concurrent requests share forward passes. `?explain=true` adds, per text, each word's effect on P(positive)
+(occlusion). Errors always look like `{"error": {"code", "message", "request_id"}}`. A page to try it is at `/`.
 """
 TAGS = [
     {"name": "predict", "description": "Classify reviews."},
@@ -70,6 +72,7 @@ def create_app(settings: Settings | None = None, *, model: Any | None = None,
     app.include_router(health.router)
     app.include_router(metrics.router)
     install_docs(app)
+    install_page(app)
     # add_middleware wraps: the last added runs first. Request ids come first so every answer carries one.
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],

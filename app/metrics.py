@@ -36,6 +36,9 @@ class Metrics:
                                registry=r)
         self.rejected = Counter("sentiment_rejected_texts", "texts refused at admission (queue full or shutting "
                                 "down)", ["reason"], registry=r)
+        self.explained = Counter("sentiment_explained_texts", "texts explained (?explain=true)", registry=r)
+        self.explain_seconds = Histogram("sentiment_explain_seconds", "time to explain one text (its occlusion "
+                                         "forward passes)", buckets=SECONDS_BUCKETS, registry=r)
         self.failures = Counter("sentiment_inference_failures", "texts whose forward pass raised", registry=r)
         self.queue_depth = Gauge("sentiment_queue_depth", "texts admitted and waiting for a forward pass",
                                  registry=r)

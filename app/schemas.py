@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool
+from pydantic.json_schema import SkipJsonSchema
 
 EXAMPLE_TEXT = "A moving, beautifully acted film. I loved every minute of it."
 EXAMPLE_TEXTS = [EXAMPLE_TEXT, "Dull, predictable and far too long. A waste of an evening."]
+EXPLAIN_DESCRIPTION = ("Also return, per text, how much each word moved P(positive) (`explanation`, by "
+                       "occlusion). Costs one extra forward-pass row per word, up to SENTIMENT_MAX_EXPLAIN_WORDS "
+                       "words per text. `?explain=true` and `\"explain\": true` in the body are the same; either "
+                       "one asks for it.")
 
 
 def _check_text(text: str) -> str:
@@ -37,6 +42,7 @@ def request_models(max_text_chars: int, max_batch_texts: int) -> tuple[type[Base
         model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [{"text": EXAMPLE_TEXT}]})
         text: text_type = Field(description=f"The review: any Unicode, 1 to {max_text_chars} characters, not "
                                             f"only whitespace.", examples=[EXAMPLE_TEXT])
+        explain: StrictBool = Field(False, description=EXPLAIN_DESCRIPTION, examples=[True])
 
     class TextsRequest(BaseModel):
         """Several texts to classify in one request; results come back in the same order."""
@@ -45,6 +51,7 @@ def request_models(max_text_chars: int, max_batch_texts: int) -> tuple[type[Base
         texts: list[text_type] = Field(min_length=1, max_length=max_batch_texts,
                                        description=f"1 to {max_batch_texts} reviews, each like `text`.",
                                        examples=[EXAMPLE_TEXTS])
+        explain: StrictBool = Field(False, description=EXPLAIN_DESCRIPTION, examples=[True])
 
     return TextRequest, TextsRequest
 
@@ -53,6 +60,33 @@ class Probabilities(BaseModel):
     positive: float = Field(ge=0, le=1, description="Calibrated probability that the review is positive.",
                             examples=[0.97])
     negative: float = Field(ge=0, le=1, description="1 - positive.", examples=[0.03])
+
+
+class WordWeight(BaseModel):
+    word: str = Field(description="The word as it appears in the text (`text[start:end]`).", examples=["loved"])
+    start: int = Field(ge=0, description="Offset of its first character in the original text, counted in Unicode "
+                                         "code points (Python string indices; in JavaScript index "
+                                         "`Array.from(text)`, not the UTF-16 string).", examples=[36])
+    end: int = Field(ge=0, description="Offset just past its last character, counted like `start`.", examples=[41])
+    weight: float = Field(ge=-1, le=1, description="P(positive) of the text minus P(positive) of the text without "
+                                                   "this word: > 0 pushed the review towards positive, < 0 towards "
+                                                   "negative.", examples=[0.21])
+
+
+class Explanation(BaseModel):
+    """Which words pushed the score up or down, measured by occlusion."""
+
+    method: Literal["occlusion"] = Field(
+        description="Occlusion: each word is removed in turn and the model is run again. A weight is exactly the "
+                    "change in P(positive) the word causes, so the explanation is faithful to the model by "
+                    "construction (gradient methods such as integrated gradients approximate this and can credit "
+                    "words whose removal changes nothing).", examples=["occlusion"])
+    words: list[WordWeight] = Field(description="Every explained word (punctuation runs count as words), in text "
+                                                "order.")
+    explained_words: int = Field(ge=0, description="Words weighed: the first SENTIMENT_MAX_EXPLAIN_WORDS of the "
+                                                   "text.", examples=[12])
+    total_words: int = Field(ge=0, description="Words in the text; those past `explained_words` get no weight.",
+                             examples=[12])
 
 
 class Prediction(BaseModel):
@@ -66,6 +100,9 @@ class Prediction(BaseModel):
     truncated: bool = Field(description="Whether the text was cut or windowed before the model read it. The "
                                         "model reads whole reviews, so this is false.", examples=[False])
     model_version: str = Field(description="Version of the model that answered.", examples=["1.0.0"])
+    # Absent (not null) unless asked for, hence no `null` in the schema.
+    explanation: Explanation | SkipJsonSchema[None] = Field(
+        None, description="Only when the request asked for it (`?explain=true` or `\"explain\": true`).")
 
 
 class BatchPrediction(BaseModel):

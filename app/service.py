@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -16,6 +18,7 @@ from app.batcher import Batcher, InferenceError, NotAdmitting, Outcome, QueueFul
 from app.config import Settings
 from app.errors import ErrorCode, ServiceError
 from app.metrics import Metrics
+from model.explain import explain as explain_text
 
 log = logging.getLogger("app.service")
 
@@ -48,6 +51,10 @@ class Service:
         self.batcher: Batcher | None = None
         self.state: State = "starting"
         self._on_fatal = on_fatal
+        # Requests asked to explain, from admission until answered: a drain waits for them as for queued texts.
+        self._explaining = 0
+        self._explained = asyncio.Event()
+        self._explained.set()
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -80,10 +87,16 @@ class Service:
         self.metrics.ready.set(0)
         if self.batcher is None:
             return True
+        deadline = time.monotonic() + timeout_s
         done = await self.batcher.drain(timeout_s)
+        if done:
+            try:
+                await asyncio.wait_for(self._explained.wait(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                done = False
         if not done:
-            log.warning("shutdown grace (%.1f s) ran out with %d texts still queued", timeout_s,
-                        self.batcher.queue_depth)
+            log.warning("shutdown grace (%.1f s) ran out with %d texts still queued and %d requests still being "
+                        "explained", timeout_s, self.batcher.queue_depth, self._explaining)
         return done
 
     async def stop(self) -> None:
@@ -112,10 +125,35 @@ class Service:
 
     # -- one request ----------------------------------------------------------------------------------------------
 
-    async def classify(self, texts: list[str], receive: Receive, started: float) -> Classified:
-        """Results for `texts` in order; raises ServiceError (429, 503, 504, 500) or ClientGone."""
+    async def classify(self, texts: list[str], receive: Receive, started: float, explain: bool = False) -> Classified:
+        """Results for `texts` in order, each with an `explanation` if asked; raises ServiceError (429, 503, 504,
+        500) or ClientGone."""
         if not self.ready:
             raise self.refusal()
+        with self._tracking(explain):
+            done = await self._classify(texts, receive, started)
+            if explain:
+                # The probabilities stay those of the batched path; the explanation adds to them.
+                explanations = await self._explain(texts, receive, started + self.settings.request_timeout_s)
+                for result, explanation in zip(done.results, explanations):
+                    result["explanation"] = explanation
+            return done
+
+    @contextlib.contextmanager
+    def _tracking(self, explain: bool) -> Iterator[None]:
+        if not explain:
+            yield
+            return
+        self._explaining += 1
+        self._explained.clear()
+        try:
+            yield
+        finally:
+            self._explaining -= 1
+            if not self._explaining:
+                self._explained.set()
+
+    async def _classify(self, texts: list[str], receive: Receive, started: float) -> Classified:
         encoded = await self._encode(texts)
         try:
             jobs = self.batcher.submit(encoded)
@@ -161,9 +199,59 @@ class Service:
             self.batcher.abandon(jobs, "disconnected")
             raise ClientGone
         self.batcher.abandon(jobs, "deadline")
-        raise ServiceError(ErrorCode.TIMEOUT, f"no answer within SENTIMENT_REQUEST_TIMEOUT_S="
-                           f"{self.settings.request_timeout_s:g} s (the server is overloaded): retry later or send "
-                           f"fewer or shorter texts", {"Retry-After": str(self.batcher.retry_after_s())})
+        raise self._timeout()
+
+    def _timeout(self) -> ServiceError:
+        return ServiceError(ErrorCode.TIMEOUT, f"no answer within SENTIMENT_REQUEST_TIMEOUT_S="
+                            f"{self.settings.request_timeout_s:g} s (the server is overloaded): retry later or send "
+                            f"fewer or shorter texts", {"Retry-After": str(self.batcher.retry_after_s())})
+
+    # -- explanations -----------------------------------------------------------------------------------------------
+
+    async def _explain(self, texts: list[str], receive: Receive, deadline: float) -> list[dict[str, Any]]:
+        """One job per text on the batcher's forward-pass thread: never on the event loop, never alongside a
+        forward pass, and batches that queue meanwhile run between two texts' explanations."""
+        gone = asyncio.ensure_future(_wait_for_disconnect(receive))
+        try:
+            return [await self._explain_one(text, gone, deadline) for text in texts]
+        finally:
+            gone.cancel()
+
+    async def _explain_one(self, text: str, gone: asyncio.Future, deadline: float) -> dict[str, Any]:
+        work = asyncio.ensure_future(self.batcher.run_in_worker(self._explain_now, text))
+        try:
+            done, _ = await asyncio.wait({work, gone}, timeout=max(0.0, deadline - time.monotonic()),
+                                         return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Not started yet: it never runs. Already running: it finishes on the worker and nobody reads it.
+            work.cancel()
+        if work in done:
+            if work.cancelled():  # the worker was shut down before it ran (shutdown grace ran out)
+                raise self.refusal()
+            try:
+                return work.result()
+            except Exception as exc:  # reported to the client with an error id, logged in full
+                if not self.batcher.running:  # stopped under us (shutdown grace ran out)
+                    raise self.refusal() from None
+                error_id = uuid.uuid4().hex[:12]
+                log.error("explaining a text failed [error_id=%s]", error_id, exc_info=exc,
+                          extra={"error_id": error_id})
+                self.metrics.failures.inc()
+                raise ServiceError(ErrorCode.INFERENCE_FAILED, f"the model failed to explain this input (error "
+                                   f"id {error_id}, logged on the server): retry without explain, and report it "
+                                   f"if it persists") from None
+        if gone in done:
+            raise ClientGone
+        raise self._timeout()
+
+    def _explain_now(self, text: str) -> dict[str, Any]:
+        started = time.monotonic()
+        e = explain_text(self.model, text, max_words=self.settings.max_explain_words)
+        self.metrics.explain_seconds.observe(time.monotonic() - started)
+        self.metrics.explained.inc()
+        return {"method": "occlusion",
+                "words": [{"word": w.word, "start": w.start, "end": w.end, "weight": w.weight} for w in e.words],
+                "explained_words": e.explained_words, "total_words": e.total_words}
 
     def _result(self, positive: float, tokens: int) -> dict[str, Any]:
         top = max(positive, 1.0 - positive)

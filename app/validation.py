@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 USAGE = 'send {"text": "..."} or {"texts": ["...", ...]}'
+BODY_FIELDS = ("text", "texts", "explain")
 MAX_PROBLEMS = 3
 
 
@@ -38,6 +39,8 @@ def _problem(error: dict) -> str:
     path = _path(error["loc"])
     if kind == "string_type":
         return f"{path} must be a string, not {_json_type(value)}"
+    if kind in ("bool_type", "bool_parsing"):
+        return f"{path} must be true or false, not {_json_type(value)}"
     if kind == "list_type":
         return f"{path} must be a list of strings, not {_json_type(value)}"
     if kind == "string_unicode":
@@ -70,12 +73,17 @@ def describe_validation_error(errors: Sequence[dict], body: Any) -> tuple[Litera
             return "json", f"the body is not valid JSON ({reason} at character {position}): {USAGE}"
     if isinstance(body, (bytes, bytearray)):
         return "media_type", "the body must be JSON: set the header `Content-Type: application/json`"
+    query = [e for e in errors if e["loc"] and e["loc"][0] == "query"]
+    if query:
+        # Query values are always strings: quote the value rather than its type.
+        return "body", "; ".join(f"query parameter {e['loc'][-1]}={e.get('input')!r} is not valid: use true or "
+                                 f"false" for e in query[:MAX_PROBLEMS])
     if body is None or body == b"":
         return "body", f"the body is empty or null: {USAGE}"
     if not isinstance(body, dict):
         return "body", f"the body must be a JSON object, not {_json_type(body)}: {USAGE}"
     fields = [k for k in ("text", "texts") if k in body]
-    unknown = sorted(k for k in body if k not in ("text", "texts"))
+    unknown = sorted(k for k in body if k not in BODY_FIELDS)
     if len(fields) == 2:
         return "body", 'send either "text" (one review) or "texts" (a list), not both'
     if not fields:

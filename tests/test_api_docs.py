@@ -148,7 +148,7 @@ def test_the_request_schema_states_the_configured_limits(openapi):
     assert (texts["minItems"], texts["maxItems"], texts["items"]["maxLength"]) == (1, 4, 100)
     assert schemas["TextRequest"]["additionalProperties"] is False
     examples = openapi["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["examples"]
-    assert set(examples) == {"one", "batch"}
+    assert set(examples) == {"one", "batch", "explain"}
 
 
 def test_docs_and_redoc_are_served_from_the_app_itself(client):

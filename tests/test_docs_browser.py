@@ -3,41 +3,17 @@ Everything the pages load must come from the server itself (the docs work with n
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMEDRIVER = shutil.which("chromedriver") or "/usr/bin/chromedriver"
-if not CHROMIUM.exists() or not Path(CHROMEDRIVER).exists():
-    pytest.skip("needs Debian's chromium and chromium-driver (apt-get install -y chromium chromium-driver); "
-                f"{CHROMIUM} or {CHROMEDRIVER} is absent", allow_module_level=True)
 # Swagger UI's element for POST /predict (tag "predict", FastAPI's operation id "predict_predict_post").
 OPERATION = "#operations-predict-predict_predict_post"
-
-
-@pytest.fixture
-def browser(tmp_path: Path):
-    options = webdriver.ChromeOptions()
-    options.binary_location = str(CHROMIUM)
-    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-quic",
-                 "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--window-size=1280,2000", f"--user-data-dir={tmp_path / 'profile'}"):
-        options.add_argument(flag)
-    driver = webdriver.Chrome(options=options, service=Service(executable_path=CHROMEDRIVER))
-    driver.set_page_load_timeout(60)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 # ReDoc's footer shows Redocly's logo from their CDN; offline the image fails and ReDoc hides it (onError), so it

@@ -4,15 +4,16 @@ No `from __future__ import annotations` here: the request models are local to `c
 see them as real objects in the signature, not as names to look up in the module.
 """
 
+import re
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import APIRouter, Body, Query, Request, Response
 
 from app.api.deps import ServiceDep, auth_dependencies
 from app.api.documented import error_responses
 from app.config import Settings
 from app.responses import OrjsonResponse
-from app.schemas import EXAMPLE_TEXT, EXAMPLE_TEXTS, BatchPrediction, Prediction, request_models
+from app.schemas import EXAMPLE_TEXT, EXAMPLE_TEXTS, EXPLAIN_DESCRIPTION, BatchPrediction, Prediction, request_models
 from app.service import ClientGone
 
 _TIMING_HEADERS = {
@@ -26,10 +27,16 @@ _TIMING_HEADERS = {
 _EXAMPLES = {
     "one": {"summary": "One review", "value": {"text": EXAMPLE_TEXT}},
     "batch": {"summary": "Several reviews", "value": {"texts": EXAMPLE_TEXTS}},
+    "explain": {"summary": "One review, explained", "value": {"text": EXAMPLE_TEXT, "explain": True}},
 }
 _RESULT = {"label": "positive", "probabilities": {"positive": 0.97, "negative": 0.03}, "tokens": 15,
            "truncated": False, "model_version": "1.0.0"}
 _NEGATIVE = {**_RESULT, "label": "negative", "probabilities": {"positive": 0.04, "negative": 0.96}, "tokens": 14}
+_WEIGHTS = {"moving": 0.08, "beautifully": 0.11, "acted": 0.02, "loved": 0.21, "every": 0.03, "minute": -0.01}
+_WORDS = [{"word": m.group(), "start": m.start(), "end": m.end(), "weight": _WEIGHTS.get(m.group(), 0.0)}
+          for m in re.finditer(r"\w+|[^\w\s]+", EXAMPLE_TEXT)]
+_EXPLAINED = {**_RESULT, "explanation": {"method": "occlusion", "words": _WORDS, "explained_words": len(_WORDS),
+                                         "total_words": len(_WORDS)}}
 # Never seen by anyone: the client has already gone (nginx's convention for "client closed request").
 CLIENT_CLOSED_REQUEST = 499
 
@@ -44,7 +51,8 @@ def create_router(settings: Settings) -> APIRouter:
         200: {"description": "One result for `text`, or `results` in order for `texts`.", "headers": _TIMING_HEADERS,
               "content": {"application/json": {"examples": {
                   "one": {"summary": "For {\"text\": ...}", "value": _RESULT},
-                  "batch": {"summary": "For {\"texts\": [...]}", "value": {"results": [_RESULT, _NEGATIVE]}}}}}},
+                  "batch": {"summary": "For {\"texts\": [...]}", "value": {"results": [_RESULT, _NEGATIVE]}},
+                  "explain": {"summary": "With ?explain=true", "value": _EXPLAINED}}}}},
         **error_responses(*statuses),
     }
 
@@ -52,15 +60,23 @@ def create_router(settings: Settings) -> APIRouter:
                  summary="Classify the sentiment of one review or a batch")
     async def predict(request: Request,
                       body: Annotated[text_request | texts_request, Body(openapi_examples=_EXAMPLES)],
-                      service: ServiceDep) -> Response:
+                      service: ServiceDep,
+                      explain: Annotated[bool, Query(description=EXPLAIN_DESCRIPTION)] = False) -> Response:
         """Send `{"text": "..."}` for one review or `{"texts": ["...", ...]}` for several. Each result has the
         label, calibrated probabilities, the number of tokens read and the model version. Requests arriving
         together share forward passes; a text gets the same result alone, in a batch request or batched with
-        other requests."""
+        other requests.
+
+        With `?explain=true` (or `"explain": true`) each result also has an `explanation`: every word with its
+        character offsets and its weight, the change in P(positive) when that word is removed (occlusion). The
+        weights are what the model does, measured, so the explanation is faithful by construction. It costs one
+        extra forward-pass row per word (at most SENTIMENT_MAX_EXPLAIN_WORDS per text), run on the same
+        inference thread as the batches; the probabilities are those of the plain request."""
         single = isinstance(body, text_request)
         texts = [body.text] if single else body.texts
         try:
-            done = await service.classify(texts, request.receive, request.state.started)
+            done = await service.classify(texts, request.receive, request.state.started,
+                                          explain=explain or body.explain)
         except ClientGone:
             return Response(status_code=CLIENT_CLOSED_REQUEST)
         content = done.results[0] if single else {"results": done.results}
