@@ -29,7 +29,7 @@ from model.artifact import DEFAULT_ARTIFACT, save_artifact
 from model.calibration import brier_score, expected_calibration_error, fit_temperature
 from model.network import NetworkConfig, SentimentLSTM
 from model.predictor import resolve_device
-from model.pretrain import cooccurrence, ppmi_svd
+from model.pretrain import cooccurrence, lm_pretrain, ppmi_svd
 from model.tokenizer import UNK_ID, build_tokenizer
 
 
@@ -50,6 +50,9 @@ class TrainConfig:
     self_train_epochs: int = 2
     self_train_threshold: float = 0.9
     self_train_lr_scale: float = 0.5
+    lm_epochs: int = 0
+    lm_lr: float = 2e-3
+    lm_negatives: int = 1024
     batch_size: int = 64
     lr: float = 2e-3
     weight_decay: float = 1e-2
@@ -255,7 +258,8 @@ def train(cfg: TrainConfig, cache: dict | None = None) -> dict:
     else:
         if not cfg.data:
             raise SystemExit("--data PATH is required (the aclImdb_v1.tar.gz archive or its folder), or --download")
-        splits = ("train", "unsup") if cfg.pretrain_embeddings or cfg.self_train_rounds else ("train",)
+        uses_unsup = cfg.pretrain_embeddings or cfg.self_train_rounds or cfg.lm_epochs
+        splits = ("train", "unsup") if uses_unsup else ("train",)
         key = ("data", cfg.data, splits)
         if key not in cache:
             cache[key] = imdb.load_splits(cfg.data, splits)
@@ -294,6 +298,20 @@ def train(cfg: TrainConfig, cache: dict | None = None) -> dict:
     val_ids, val_y = encode(val_set)
     ckpt_dir = Path(cfg.checkpoint_dir)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    if cfg.lm_epochs and unsup:
+        lm_path = ckpt_dir / "lm.pt"  # pre-training is done once per run; a resume reuses it
+        if cfg.resume and lm_path.is_file():
+            network.load_state_dict(torch.load(lm_path, map_location=device, weights_only=True))
+            log(f"language-model pre-training loaded from {lm_path}")
+        else:
+            t0 = time.time()
+            lm_text = train_ids + [e.ids for e in tokenizer.encode_batch([r.text for r in unsup],
+                                                                        add_special_tokens=False)]
+            lm_pretrain(network, lm_text, epochs=cfg.lm_epochs, batch_size=cfg.batch_size,
+                        max_tokens=cfg.max_train_tokens, lr=cfg.lm_lr, negatives=cfg.lm_negatives, seed=cfg.seed,
+                        device=device, progress=cfg.progress, log=log)
+            torch.save(network.state_dict(), lm_path)
+            log(f"language-model pre-training on {len(lm_text)} reviews in {time.time() - t0:.0f}s")
     stage_epochs = [cfg.epochs] + [cfg.self_train_epochs] * (cfg.self_train_rounds if unsup else 0)
     state = {"epoch": 0, "best_accuracy": -1.0, "best_epoch": 0, "history": [], "stage": 0, "stage_start": 0}
     saved = None
@@ -438,6 +456,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--self-train-epochs", type=int, default=d.self_train_epochs, help="epochs per self-training round")
     p.add_argument("--self-train-threshold", type=float, default=d.self_train_threshold,
                    help="minimum confidence for a pseudo-label")
+    p.add_argument("--lm-epochs", type=int, default=0, help="epochs of language-model pre-training of the "
+                                                            "embedding and LSTM on train+unlabelled text (0: off)")
     p.add_argument("--wide-lr-scale", type=float, default=d.wide_lr_scale,
                    help="learning-rate multiplier of the n-gram branch")
     p.add_argument("--train-limit", type=int, default=0, help="use only the first N training reviews")
@@ -468,7 +488,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         max_train_tokens=a.max_train_tokens, vocab_size=500 if a.smoke else a.vocab_size, lowercase=not a.cased,
         pretrain_embeddings=not a.no_pretrain, train_limit=a.train_limit, self_train_rounds=a.self_train,
         self_train_epochs=a.self_train_epochs, self_train_threshold=a.self_train_threshold,
-        wide_lr_scale=a.wide_lr_scale, version=a.version,
+        wide_lr_scale=a.wide_lr_scale, lm_epochs=a.lm_epochs, version=a.version,
         evaluate_test=not a.no_test, smoke=a.smoke, network=net)
 
 
