@@ -129,3 +129,12 @@ def test_shipped_artifact_is_small_and_verified():
     assert size <= 30 * 1024 * 1024
     model = load_model(device="cpu")
     assert model.metrics["test"]["accuracy"] >= 0.92
+
+
+def test_the_load_path_imports_nothing_of_the_web_or_training_tools():
+    code = ("import sys, model; m = model.load_model; "
+            "print(sorted({n.split('.')[0] for n in sys.modules} & {'fastapi', 'starlette', 'pydantic', 'uvicorn', "
+            "'matplotlib', 'app'}))")  # (torch itself imports tqdm)
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
