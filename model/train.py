@@ -30,7 +30,7 @@ from model.calibration import brier_score, expected_calibration_error, fit_tempe
 from model.network import NetworkConfig, SentimentLSTM
 from model.predictor import resolve_device
 from model.pretrain import cooccurrence, lm_pretrain, ppmi_svd
-from model.tokenizer import UNK_ID, build_tokenizer
+from model.tokenizer import UNK_ID, build_tokenizer, load_tokenizer
 
 
 @dataclass
@@ -273,14 +273,21 @@ def train(cfg: TrainConfig, cache: dict | None = None) -> dict:
     log(f"train {len(train_set)}  validation {len(val_set)}  unlabelled {len(unsup)}  device {device}")
 
     corpus = [r.text for r in train_set] + [r.text for r in unsup]  # never validation or test text
+    ckpt_dir = Path(cfg.checkpoint_dir)
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    resuming = cfg.resume and (ckpt_dir / "last.pt").is_file()
     key = ("tokenizer", cfg.data, cfg.seed, cfg.smoke, len(corpus), cfg.vocab_size, cfg.lowercase)
-    if key not in cache:
-        cache[key] = build_tokenizer(corpus, vocab_size=cfg.vocab_size, min_frequency=1 if cfg.smoke else 3,
-                                     lowercase=cfg.lowercase)
-    tokenizer = cache[key]
+    if resuming and (ckpt_dir / "tokenizer.json").is_file():
+        tokenizer = load_tokenizer(str(ckpt_dir / "tokenizer.json"))  # the checkpoint's ids, exactly
+    else:
+        if key not in cache:
+            cache[key] = build_tokenizer(corpus, vocab_size=cfg.vocab_size, min_frequency=1 if cfg.smoke else 3,
+                                         lowercase=cfg.lowercase)
+        tokenizer = cache[key]
+        tokenizer.save(str(ckpt_dir / "tokenizer.json"))
     net_cfg = NetworkConfig(**{**cfg.network.to_dict(), "vocab_size": tokenizer.get_vocab_size()})
     network = SentimentLSTM(net_cfg)
-    if cfg.pretrain_embeddings and not cfg.smoke:
+    if cfg.pretrain_embeddings and not cfg.smoke and not resuming:  # a resume loads trained weights anyway
         t0 = time.time()
         key = key + ("vectors", net_cfg.embed_dim)
         if key not in cache:
@@ -296,8 +303,6 @@ def train(cfg: TrainConfig, cache: dict | None = None) -> dict:
 
     train_ids, train_y = encode(train_set)
     val_ids, val_y = encode(val_set)
-    ckpt_dir = Path(cfg.checkpoint_dir)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
     if cfg.lm_epochs and unsup:
         lm_path = ckpt_dir / "lm.pt"  # pre-training is done once per run; a resume reuses it
         if cfg.resume and lm_path.is_file():
@@ -335,12 +340,18 @@ def train(cfg: TrainConfig, cache: dict | None = None) -> dict:
             pseudo_ids, pseudo_y = pseudo_labels(network, ckpt_dir, stage, unsup, tokenizer, cfg, device, log)
             fit_ids, fit_y = train_ids + pseudo_ids, torch.cat([train_y, pseudo_y])
         optimiser, scheduler = make_optimiser(network, cfg, len(fit_ids), stage_epochs[stage], stage)
-        if saved is not None:
+
+        def stage_running() -> bool:
+            return (state["epoch"] - state["stage_start"] < stage_epochs[stage]
+                    and state["epoch"] - max(state["best_epoch"], state["stage_start"]) < cfg.patience)
+
+        if saved is not None and stage_running():
+            # Mid-stage: the optimiser and schedule continue. (A checkpoint from a finished stage carries nothing
+            # over: the next stage starts its own schedule.)
             optimiser.load_state_dict(saved["optimiser"])
             scheduler.load_state_dict(saved["scheduler"])
-            saved = None
-        while (state["epoch"] - state["stage_start"] < stage_epochs[stage]
-               and state["epoch"] - max(state["best_epoch"], state["stage_start"]) < cfg.patience):
+        saved = None
+        while stage_running():
             if cfg.stop_after and epochs_this_run == cfg.stop_after:
                 log(f"stopping after {epochs_this_run} epoch(s) as asked; continue with --resume")
                 return {"history": state["history"], "stopped_early": True}
