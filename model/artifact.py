@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import pickle  # only for its exception type: nothing here unpickles
 from pathlib import Path
 
 import torch
@@ -57,6 +58,18 @@ def save_artifact(directory: str | Path, network: SentimentLSTM, tokenizer, *, n
     return directory
 
 
+def update_metrics(directory: str | Path, updates: dict) -> None:
+    """Merge `updates` into metrics.json and refresh its checksum in config.json (e.g. the final test report)."""
+    directory = Path(directory)
+    config = read_config(directory)
+    verify_checksums(directory, config)
+    metrics = json.loads((directory / METRICS).read_text())
+    metrics.update(updates)
+    (directory / METRICS).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    config["sha256"][METRICS] = _sha256(directory / METRICS)
+    (directory / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
 def read_config(directory: str | Path) -> dict:
     directory = Path(directory)
     path = directory / CONFIG
@@ -91,11 +104,17 @@ def verify_checksums(directory: str | Path, config: dict) -> None:
 
 def load_network(directory: str | Path, config: dict, device: torch.device) -> SentimentLSTM:
     network = SentimentLSTM(NetworkConfig.from_dict(config["network"]))
+    path = Path(directory) / WEIGHTS
     try:
-        state = torch.load(Path(directory) / WEIGHTS, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
         network.load_state_dict(state)
+    except pickle.UnpicklingError as exc:  # weights_only refused something that is not a tensor: never run
+        reason = next((line.strip() for line in str(exc).splitlines() if "WeightsUnpickler error" in line), "")
+        raise ArtifactError(f"cannot load weights from {path}: it holds pickled objects besides tensors, which are "
+                            f"never loaded ({reason or 'weights_only=True refused it'})") from None
     except Exception as exc:  # noqa: BLE001 - any failure here means the same thing to the caller
-        raise ArtifactError(f"cannot load weights from {Path(directory) / WEIGHTS}: {exc}") from None
+        message = " ".join(str(exc).split())  # one line: torch's messages span several
+        raise ArtifactError(f"cannot load weights from {path}: {message}") from None
     network.to(device).eval()
     network.flatten_parameters()
     return network

@@ -166,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="report folder (default: ARTIFACT/report)")
     p.add_argument("--sample", type=int, default=0, help="score a stratified sample of N test reviews")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    p.add_argument("--record", action="store_true", help="store the test metrics in the artifact's metrics.json "
+                                                         "(full test split only; its checksum is updated)")
     a = p.parse_args(argv)
     from model.artifact import DEFAULT_ARTIFACT
 
@@ -173,6 +175,14 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(a.out) if a.out else artifact / "report"
     report = evaluate_artifact(artifact, a.data, a.device, out, a.sample, a.seed)
     print(format_report(report))
+    if a.record:
+        if a.sample:
+            p.error("--record stores full test-split metrics only: drop --sample")
+        from model.artifact import update_metrics
+
+        update_metrics(artifact, {"test": report["metrics"], "test_by_length": report["by_length"],
+                                  "test_throughput": report["throughput"]})
+        print(f"recorded test metrics in {artifact / 'metrics.json'}")
     print(f"written: {out / 'report.json'} {' '.join(str(out / f) for f in report.get('plots', []))}")
     return 0
 

@@ -402,11 +402,12 @@ def train(cfg: TrainConfig, cache: dict | None = None) -> dict:
     save_artifact(cfg.out, network, tokenizer, name=cfg.name, version=cfg.version, temperature=temperature,
                   metrics=metrics, extra=extra)
     if cfg.evaluate_test and not cfg.smoke:
+        from model.artifact import update_metrics
         from model.evaluate import evaluate_artifact
         report = evaluate_artifact(cfg.out, cfg.data, device=str(device), out_dir=Path(cfg.out) / "report")
         metrics["test"] = report["metrics"]
-        save_artifact(cfg.out, network, tokenizer, name=cfg.name, version=cfg.version, temperature=temperature,
-                      metrics=metrics, extra=extra)
+        update_metrics(cfg.out, {"test": report["metrics"], "test_by_length": report["by_length"],
+                                 "test_throughput": report["throughput"]})
     log(f"artifact written to {cfg.out} in {time.time() - started:.0f}s")
     return metrics
 
