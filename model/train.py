@@ -368,9 +368,11 @@ def train(cfg: TrainConfig, cache: dict | None = None) -> dict:
                 torch.save(network.state_dict(), ckpt_dir / "best.pt")
             log(f"epoch {epoch}: train loss {running:.4f}  val accuracy {val['accuracy']:.4f}  val nll "
                 f"{val['nll']:.4f}  (best {state['best_accuracy']:.4f} @ {state['best_epoch']})")
+            elapsed = state.get("seconds_before_resume", 0.0) + time.time() - started
             torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(),
                         "scheduler": scheduler.state_dict(), "python_rng": random.getstate(),
-                        "torch_rng": torch.get_rng_state(), "state": {**state, "batch_rng": rng.getstate()}},
+                        "torch_rng": torch.get_rng_state(),
+                        "state": {**state, "batch_rng": rng.getstate(), "seconds_before_resume": elapsed}},
                        ckpt_dir / "last.pt")
         state["stage"] += 1
         state["stage_start"] = state["epoch"]
@@ -383,7 +385,8 @@ def train(cfg: TrainConfig, cache: dict | None = None) -> dict:
     temperature = fit_temperature(val_logits, val_y)
     before, after = binary_metrics(val_logits, val_y), binary_metrics(val_logits, val_y, temperature)
     log(f"temperature {temperature:.3f}: validation ECE {before['ece']:.4f} -> {after['ece']:.4f}")
-    train_seconds = time.time() - started
+    # Time spent by earlier runs of a resumed training counts too (their epochs are in the checkpoint).
+    train_seconds = time.time() - started + state.get("seconds_before_resume", 0.0)
     metrics = {
         "validation": {**after, "ece_before_calibration": before["ece"], "size": len(val_ids)},
         "history": state["history"],
