@@ -13,9 +13,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import socket
 import sys
+import time
 
 import uvicorn
 
@@ -23,6 +25,7 @@ import model as sentiment_model
 from app.config import Settings, SettingsError, get_settings
 from app.logs import configure_logging
 from app.main import create_app
+from app.protocol import guarded_protocol
 from app.service import Service
 
 log = logging.getLogger("app.server")
@@ -59,7 +62,11 @@ class DrainingServer(uvicorn.Server):
         s = self.service.settings
         log.info("%s: draining (readiness 503, no new work; up to %.0f s for admitted work)",
                  signal.Signals(sig).name, s.shutdown_grace_s)
+        started = time.monotonic()
         await asyncio.gather(self.service.drain(s.shutdown_grace_s), asyncio.sleep(s.shutdown_delay_s))
+        # Every admitted text is answered (or, past the grace, refused): what is left are responses being written.
+        # uvicorn waits for them only for what remains of the grace, at least a second.
+        self.config.timeout_graceful_shutdown = max(1.0, s.shutdown_grace_s - (time.monotonic() - started))
         self.should_exit = True
 
     def on_fatal(self, exc: BaseException) -> None:
@@ -125,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
 
     holder: dict[str, DrainingServer] = {}
     app = create_app(settings, model=model, on_fatal=lambda exc: holder["server"].on_fatal(exc))
-    config = uvicorn.Config(app, host=args.host, port=args.port, loop="uvloop", http="httptools", lifespan="on",
+    # httptools plus limits on the request head's size and time (app/protocol.py); the body's are in the app.
+    config = uvicorn.Config(app, host=args.host, port=args.port, loop="uvloop",
+                            http=guarded_protocol(settings.read_timeout_s), lifespan="on",
                             log_config=None, access_log=False, server_header=False,
                             timeout_graceful_shutdown=max(1, int(settings.shutdown_grace_s)))
     server = holder["server"] = DrainingServer(config, app.state.service)
@@ -140,4 +149,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    # Not sys.exit: a forward pass still running when the grace ran out would hold the interpreter at exit (it
+    # joins the worker thread) for as long as it takes. Logs and output are flushed first.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

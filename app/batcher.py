@@ -64,12 +64,15 @@ class Job:
 class Batcher:
     def __init__(self, predict: Callable[[Sequence[Encoded]], list[float]], *, max_batch_size: int,
                  max_batch_tokens: int, max_wait_ms: float, max_queue: int, metrics: Metrics,
-                 on_fatal: Callable[[BaseException], None] | None = None):
+                 on_fatal: Callable[[BaseException], None] | None = None, max_queue_s: float | None = None):
         self._predict = predict
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_ms / 1000
         self.max_queue = max_queue
+        # Admission by time as well as by count: texts that could only be reached after this many seconds of work
+        # (at the recent throughput) are refused now with 429, rather than admitted to time out later.
+        self.max_queue_s = max_queue_s
         self._metrics = metrics
         self._on_fatal = on_fatal
         self._queue: deque[Job] = deque()
@@ -80,6 +83,7 @@ class Batcher:
         self._admitting = False
         self._flushing = False  # draining: stop lingering for batches to fill
         self._task: asyncio.Task | None = None
+        self._running: list[Job] = []  # the jobs of the forward pass under way
         self._batch_id = 0
         self._rate: float | None = None  # texts per second, moving average over forward passes
         # One thread: forward passes run one at a time, in order, and torch keeps its per-thread state warm.
@@ -115,6 +119,15 @@ class Batcher:
         except TimeoutError:
             return False
 
+    def abort(self, reason: str) -> None:
+        """Give up on admitted work (the shutdown grace ran out): its callers get `NotAdmitting` now, even those
+        whose forward pass is still running (its results, if it ever ends, go nowhere)."""
+        self._admitting = False
+        for job in self._running:
+            if not job.future.done():
+                job.future.set_exception(NotAdmitting(reason))
+        self._fail_queued(NotAdmitting(reason))
+
     async def stop(self) -> None:
         self._admitting = False
         if self._task is not None and not self._task.done():
@@ -148,6 +161,9 @@ class Batcher:
         if len(self._queue) + len(encoded) > self.max_queue:
             self._metrics.rejected.labels("queue_full").inc(len(encoded))
             raise QueueFull(self.retry_after_s(len(encoded)))
+        if self.max_queue_s is not None and self.backlog_s(len(encoded)) > self.max_queue_s:
+            self._metrics.rejected.labels("queue_too_slow").inc(len(encoded))
+            raise QueueFull(self.retry_after_s(len(encoded)))
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         jobs = [Job(e, loop.create_future(), now) for e in encoded]
@@ -165,11 +181,13 @@ class Batcher:
                 job.abandoned = reason
                 job.future.cancel()
 
+    def backlog_s(self, extra: int = 0) -> float:
+        """Seconds of work queued (plus `extra` texts) at the recent throughput; 0 before the first batch."""
+        return (len(self._queue) + extra) / self._rate if self._rate else 0.0
+
     def retry_after_s(self, extra: int = 0) -> int:
         """Seconds the model needs to work off the current queue at its recent throughput; 1 to 60."""
-        if not self._rate:
-            return 1
-        return max(1, min(60, math.ceil((len(self._queue) + extra) / self._rate)))
+        return max(1, min(60, math.ceil(self.backlog_s(extra))))
 
     @property
     def queue_depth(self) -> int:
@@ -245,10 +263,13 @@ class Batcher:
         m.batch_tokens.observe(jobs[-1].encoded.cost * len(jobs))
         for job in jobs:
             m.queue_seconds.observe(start - job.enqueued)
+        self._running = jobs
         try:
             results: list[float | BaseException] = list(await self.run_in_worker(self._forward, jobs))
         except Exception as exc:  # noqa: BLE001 - any failure of the model is reported per text below
             results = await self._isolate(jobs, exc)
+        finally:
+            self._running = []
         elapsed = time.monotonic() - start
         m.inference_seconds.observe(elapsed)
         ok = sum(not isinstance(r, BaseException) for r in results)

@@ -37,6 +37,8 @@ class Settings(BaseSettings):
     max_text_chars: int = Field(20000, ge=1, description="longest text accepted, in characters (422 beyond)")
     max_batch_texts: int = Field(64, ge=1, description="most texts in one {\"texts\": [...]} request (422 beyond)")
     max_body_bytes: int = Field(2 * 1024 * 1024, ge=64, description="largest request body; 413 beyond")
+    read_timeout_s: float = Field(30.0, gt=0, le=3600, description="how long a client may take to send a request's "
+                                  "headers, and then its body; 408 beyond (a trickling client holds a connection)")
     api_key: SecretStr | None = Field(None, description="when set, /predict and /model need "
                                                         "`Authorization: Bearer <key>`")
     log_json: bool = Field(False, description="log JSON lines instead of plain text")

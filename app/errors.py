@@ -25,10 +25,13 @@ class ErrorCode(StrEnum):
     UNAUTHORIZED = "unauthorized"
     NOT_FOUND = "not_found"
     METHOD_NOT_ALLOWED = "method_not_allowed"
+    READ_TIMEOUT = "read_timeout"
     BODY_TOO_LARGE = "body_too_large"
+    URL_TOO_LONG = "url_too_long"
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     INVALID_REQUEST = "invalid_request"
     QUEUE_FULL = "queue_full"
+    HEADERS_TOO_LARGE = "headers_too_large"
     INFERENCE_FAILED = "inference_failed"
     INTERNAL = "internal_error"
     NOT_READY = "not_ready"
@@ -42,10 +45,13 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNAUTHORIZED: 401,
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.READ_TIMEOUT: 408,
     ErrorCode.BODY_TOO_LARGE: 413,
+    ErrorCode.URL_TOO_LONG: 414,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.INVALID_REQUEST: 422,
     ErrorCode.QUEUE_FULL: 429,
+    ErrorCode.HEADERS_TOO_LARGE: 431,
     ErrorCode.INFERENCE_FAILED: 500,
     ErrorCode.INTERNAL: 500,
     ErrorCode.NOT_READY: 503,

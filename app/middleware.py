@@ -1,11 +1,12 @@
-"""Pure ASGI middleware: request ids, the access log and request metrics; the request-body size limit.
+"""Pure ASGI middleware: request ids, the access log and request metrics; the request-body size and time limits.
 
 Pure ASGI rather than `BaseHTTPMiddleware`: it streams, does not buffer bodies, and sees the body as it arrives,
-which is what a size limit needs.
+which is what a size limit and a read deadline need.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 import time
@@ -83,16 +84,24 @@ class RequestContextMiddleware:
 
 class BodyLimitMiddleware:
     """Refuses bodies over `max_bytes` with 413: at once from Content-Length, else as soon as the streamed bytes
-    pass the limit, so an oversized body is never buffered whole."""
+    pass the limit, so an oversized body is never buffered whole. A body still incomplete `timeout_s` after the
+    headers arrived is refused with 408: uvicorn's keep-alive timeout does not cover a client that trickles its
+    body, and such a client would hold its connection (and the bytes so far) for as long as it likes."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 30.0):
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     def _too_large(self) -> ServiceError:
         return ServiceError(ErrorCode.BODY_TOO_LARGE, f"the body is larger than the limit of {self.max_bytes} bytes "
                                                       f"(SENTIMENT_MAX_BODY_BYTES): send fewer or shorter texts per "
                                                       f"request", {"connection": "close"})
+
+    def _too_slow(self) -> ServiceError:
+        return ServiceError(ErrorCode.READ_TIMEOUT, f"the body did not arrive within {self.timeout_s:g} s "
+                                                    f"(SENTIMENT_READ_TIMEOUT_S): send it at once",
+                            {"connection": "close"})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -103,15 +112,25 @@ class BodyLimitMiddleware:
             await self._refuse(scope, receive, send, self._too_large())
             return
         received = 0
+        body_done = False
         response_started = False
+        deadline = time.monotonic() + self.timeout_s
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body only `http.disconnect` comes, whenever the client leaves: no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except TimeoutError:
+                log.info("refused a body still incomplete after %g s (%d bytes so far) [request_id=%s]",
+                         self.timeout_s, received, scope.get("state", {}).get("request_id"))
+                raise self._too_slow() from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise self._too_large()
+                body_done = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -122,8 +141,8 @@ class BodyLimitMiddleware:
         try:
             await self.app(scope, limited_receive, tracking_send)
         except ServiceError as exc:
-            # FastAPI turns this into a 413 itself while parsing the body; this catches any other reader.
-            if exc.code is not ErrorCode.BODY_TOO_LARGE or response_started:
+            # FastAPI turns these into a 413/408 itself while parsing the body; this catches any other reader.
+            if exc.code not in (ErrorCode.BODY_TOO_LARGE, ErrorCode.READ_TIMEOUT) or response_started:
                 raise
             await self._refuse(scope, receive, send, exc)
 

@@ -66,7 +66,9 @@ class Service:
             self.model = await asyncio.to_thread(sentiment_model.load_model, s.model_dir, s.device)
         self.batcher = Batcher(self.model.predict_encoded, max_batch_size=s.max_batch_size,
                                max_batch_tokens=s.max_batch_tokens, max_wait_ms=s.max_wait_ms,
-                               max_queue=s.max_queue, metrics=self.metrics, on_fatal=self._fatal)
+                               max_queue=s.max_queue, metrics=self.metrics, on_fatal=self._fatal,
+                               # Texts that would wait past half their deadline are refused (429) on arrival.
+                               max_queue_s=s.request_timeout_s / 2)
         await self.batcher.run_in_worker(self._warm_up)
         self.batcher.start()
         self.state = "ready"
@@ -97,10 +99,13 @@ class Service:
         if not done:
             log.warning("shutdown grace (%.1f s) ran out with %d texts still queued and %d requests still being "
                         "explained", timeout_s, self.batcher.queue_depth, self._explaining)
+            # Their callers get 503 now rather than hang on into the server's own shutdown.
+            self.batcher.abort("the shutdown grace period ran out before this text was processed")
         return done
 
     async def stop(self) -> None:
-        await self.drain(self.settings.shutdown_grace_s)
+        if self.state != "draining":  # (the server entry point drains on SIGTERM, before the lifespan ends)
+            await self.drain(self.settings.shutdown_grace_s)
         if self.batcher is not None:
             await self.batcher.stop()
         if self.state != "failed":

@@ -67,15 +67,18 @@ def in_process(texts: list[str], batch_sizes: list[int], device: str, threads: i
 class Server:
     """A server subprocess on a free port, with its CPU time and peak RSS read from /proc."""
 
-    def __init__(self, argv: list[str], env: dict[str, str], port: int):
+    def __init__(self, argv: list[str], env: dict[str, str], port: int, log_path: Path | None = None):
+        """`log_path`: where the server's output goes (long runs must not fill an unread pipe); default a pipe."""
         self.port = port
         started = time.perf_counter()
+        self._log = open(log_path, "w") if log_path else subprocess.PIPE  # noqa: SIM115 - lives with the process
         self.proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, start_new_session=True)
+                                     stderr=self._log, text=True, start_new_session=True)
         deadline = time.time() + 120
         while time.time() < deadline:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited: {self.proc.stderr.read()[-2000:]}")
+                output = log_path.read_text() if log_path else self.proc.stderr.read()
+                raise RuntimeError(f"server exited: {output[-2000:]}")
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1) as r:
                     if r.status == 200:
@@ -94,18 +97,29 @@ class Server:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
         return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
 
-    def stop(self) -> None:
-        os.killpg(self.proc.pid, signal.SIGTERM)
-        try:
-            self.proc.wait(timeout=40)
-        except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+
+    def stop(self) -> int:
+        """SIGTERM (a drain), then SIGKILL after 40 s; the exit code."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self._log is not subprocess.PIPE:
+            self._log.close()
+        return self.proc.returncode
 
 
-def wrk(port: int, bodies: Path, connections: int, duration: float, threads: int = 2) -> dict:
+def wrk(port: int, bodies: Path, connections: int, duration: float, threads: int = 2, timeout_s: float = 60) -> dict:
     """One closed-loop wrk run; the Lua script prints a JSON summary line at the end."""
-    cmd = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{duration}s", "--timeout", "60s",
+    # wrk takes whole seconds only ("-d2.5s" is a usage error).
+    cmd = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{max(1, round(duration))}s",
+           "--timeout", f"{max(1, round(timeout_s))}s",
            "-s", str(LUA), f"http://127.0.0.1:{port}/predict"]
     out = subprocess.run(cmd, env={**os.environ, "BENCH_BODIES": str(bodies)}, capture_output=True, text=True,
                          timeout=duration + 120).stdout

@@ -45,12 +45,22 @@ def _fail_next(gated, c):
     return go()
 
 
+async def _trickle(c):
+    async def body():  # the client stops half-way through its body
+        yield b'{"text": '
+        await asyncio.sleep(10)
+        yield b'"late"}'
+
+    return await c.post("/predict", content=body(), headers={**AUTH, **JSON})
+
+
 # (path, method, status) -> how to get that answer. `c` has the app running; `cold` reaches the same kind of app
 # before its lifespan has started.
 SCENARIOS = {
     ("/predict", "post", 200): lambda c, **_: c.post("/predict", json={"text": "fine"}, headers=AUTH),
     ("/predict", "post", 400): lambda c, **_: c.post("/predict", content=b"{", headers={**AUTH, **JSON}),
     ("/predict", "post", 401): lambda c, **_: c.post("/predict", json={"text": "fine"}),
+    ("/predict", "post", 408): lambda c, **_: _trickle(c),
     ("/predict", "post", 413): lambda c, **_: c.post("/predict", json={"texts": ["x" * 90] * 30}, headers=AUTH),
     ("/predict", "post", 415): lambda c, **_: c.post("/predict", content=b'{"text": "a"}',
                                                      headers={**AUTH, "content-type": "text/plain"}),
@@ -73,7 +83,7 @@ SCENARIOS = {
 
 def settings_for_docs(make_settings):
     return make_settings(api_key=KEY, max_text_chars=100, max_batch_texts=4, max_queue=4, max_body_bytes=1000,
-                         max_wait_ms=0, request_timeout_s=2.0)
+                         max_wait_ms=0, request_timeout_s=2.0, read_timeout_s=0.5)
 
 
 @pytest.fixture

@@ -267,3 +267,25 @@ def test_a_dead_batcher_fails_waiting_texts_and_reports_it():
     assert isinstance(results[1], NotAdmitting)
     assert not admitting
     assert len(fatal) == 1 and isinstance(fatal[0], ZeroDivisionError)
+
+
+def test_texts_that_would_wait_past_the_time_budget_are_refused_on_arrival():
+    async def main():
+        fake = FakeModel()
+        fake.gate.clear()
+        b, metrics = make(fake, max_queue=100, max_wait_ms=0, max_queue_s=2.0)
+        b.start()
+        first = b.submit([enc(1)])  # before any batch has run there is no throughput to judge by: admitted
+        await asyncio.sleep(0.05)
+        b._rate = 10.0  # texts per second
+        queued = b.submit([enc(1)] * 15)  # 1.5 s of work: admitted
+        with pytest.raises(QueueFull) as refused:
+            b.submit([enc(1)] * 6)  # 2.1 s: refused at once, though the queue has room for 100
+        fake.gate.set()
+        await gather_jobs(first + queued)
+        await b.stop()
+        return refused.value, metrics
+
+    refused, metrics = asyncio.run(main())
+    assert refused.retry_after_s == 3  # (15 + 6) / 10, rounded up
+    assert sample(metrics, "sentiment_rejected_texts_total", {"reason": "queue_too_slow"}) == 6

@@ -94,3 +94,17 @@ def test_dockerfile_runs_one_server_process_as_non_root():
     assert "--workers" not in dockerfile
     assert re.search(r"^USER (?!root|0\b)", dockerfile, re.MULTILINE)
     assert "HEALTHCHECK" in dockerfile and "/health/ready" in dockerfile
+
+
+def test_nothing_at_run_time_needs_a_shell():
+    # Exec (JSON) form everywhere: the container runs python directly, so the image needs no /bin/sh to start,
+    # answer its health check or stop cleanly (a shell-form CMD would also swallow SIGTERM).
+    runtime = (ROOT / "Dockerfile").read_text().split("AS runtime", 1)[1]
+    runtime = re.sub(r"\\\n", " ", runtime)
+    for line in runtime.splitlines():
+        instruction = line.split(" ", 1)[0]
+        if instruction in ("CMD", "ENTRYPOINT"):
+            assert line.split(" ", 1)[1].lstrip().startswith("["), line
+        if instruction == "HEALTHCHECK":
+            assert re.search(r"\bCMD \[", line), line
+    assert _compose_service("docker-compose.yml")["healthcheck"]["test"][0] == "CMD"  # not CMD-SHELL

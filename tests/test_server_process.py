@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ROOT, free_port
+from test_security import evil_artifact
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +31,14 @@ def test_startup_errors_are_one_line_and_a_non_zero_exit(smoke_artifact: Path, t
     tampered = shutil.copytree(smoke_artifact, tmp_path / "tampered")
     with open(tampered / "weights.pt", "ab") as f:
         f.write(b"\0")
+    truncated = shutil.copytree(smoke_artifact, tmp_path / "truncated")
+    weights = (truncated / "weights.pt").read_bytes()
+    (truncated / "weights.pt").write_bytes(weights[: len(weights) // 2])
+    cut_config = shutil.copytree(smoke_artifact, tmp_path / "cut-config")
+    config = (cut_config / "config.json").read_text()
+    (cut_config / "config.json").write_text(config[: len(config) // 2])
+    payload_ran = tmp_path / "payload-ran"
+    pickled = evil_artifact(smoke_artifact, tmp_path / "pickled", payload_ran)
     not_an_artifact = tmp_path / "empty"
     not_an_artifact.mkdir()
     good = str(smoke_artifact)
@@ -38,6 +47,10 @@ def test_startup_errors_are_one_line_and_a_non_zero_exit(smoke_artifact: Path, t
                              r"cannot load the model .*artifact folder not found: .*nowhere"),
         "not an artifact": ({"SENTIMENT_MODEL_DIR": str(not_an_artifact)}, r"config.json is missing"),
         "tampered weights": ({"SENTIMENT_MODEL_DIR": str(tampered)}, r"checksum mismatch for .*weights.pt"),
+        "truncated weights": ({"SENTIMENT_MODEL_DIR": str(truncated)}, r"checksum mismatch for .*weights.pt"),
+        "truncated config": ({"SENTIMENT_MODEL_DIR": str(cut_config)}, r"config.json is not valid JSON"),
+        "pickled code in the weights": ({"SENTIMENT_MODEL_DIR": str(pickled)},
+                                        r"weights.pt: it holds pickled objects besides tensors, which are never"),
         "absent GPU": ({"SENTIMENT_MODEL_DIR": good, "SENTIMENT_DEVICE": "cuda:99"},
                        r"SENTIMENT_DEVICE='cuda:99': device 'cuda:99' requested but"),
         "bad device name": ({"SENTIMENT_MODEL_DIR": good, "SENTIMENT_DEVICE": "gpu"},
@@ -66,6 +79,7 @@ def test_startup_errors_are_one_line_and_a_non_zero_exit(smoke_artifact: Path, t
         assert "Traceback" not in err and "Uvicorn running" not in err + out, name
     busy.close()
     assert time.monotonic() - started < 90
+    assert not payload_ran.exists()
 
 
 async def _sigterm_drain(server) -> dict:
@@ -153,3 +167,112 @@ def test_the_port_is_not_open_until_the_model_is_ready(smoke_artifact: Path):
     assert statuses == {200}
     with socket.socket() as s:  # and the port is released
         s.bind(("127.0.0.1", port))
+
+
+async def _client_loop(url: str, n: int, outcomes: list, in_flight: list[int]) -> None:
+    """Sends reviews back to back on fresh connections until it sees the 503 of a draining server (as a load
+    balancer would) or the port is closed; records what each request got."""
+    async with httpx.AsyncClient(base_url=url, timeout=60, limits=httpx.Limits(max_keepalive_connections=0)) as c:
+        for i in range(100_000):
+            in_flight[0] += 1
+            try:
+                r = await c.post("/predict", json={"text": f"client {n}, review {i}: a fine cast, a thin plot"})
+            except httpx.ConnectError:
+                outcomes.append(("not connected", None))  # the listener had closed: never admitted
+                return
+            except httpx.TransportError as exc:
+                outcomes.append(("broken", repr(exc)))  # admitted, then lost: what must never happen
+                return
+            finally:
+                in_flight[0] -= 1
+            outcomes.append((r.status_code, r.headers.get("retry-after")))
+            if r.status_code == 503:
+                return
+
+
+async def _sigterm_under_load(server, clients: int) -> dict:
+    outcomes: list = []
+    in_flight = [0]
+    loops = [asyncio.create_task(_client_loop(server.url, n, outcomes, in_flight)) for n in range(clients)]
+    async with httpx.AsyncClient(base_url=server.url, timeout=10) as probe:
+        while sum(1 for o in outcomes if o[0] == 200) < 3 * clients:  # load is flowing
+            await asyncio.sleep(0.05)
+        busy_at_signal = in_flight[0]
+        sent = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.3)
+        ready = (await probe.get("/health/ready")).status_code
+    await asyncio.wait_for(asyncio.gather(*loops), 60)
+    return {"outcomes": outcomes, "busy_at_signal": busy_at_signal, "ready": ready,
+            "exit": await asyncio.to_thread(server.proc.wait, 60), "exited_after": time.monotonic() - sent}
+
+
+def test_sigterm_under_load_answers_every_admitted_request_and_exits_0(start_server):
+    # Batches linger 100 ms for company, so requests are always queued when the signal lands; the port stays open
+    # 1 s after the drain so that clients see 503s rather than closed connections.
+    server = start_server(SENTIMENT_MAX_WAIT_MS="100", SENTIMENT_SHUTDOWN_DELAY_S="1", SENTIMENT_SHUTDOWN_GRACE_S="10",
+                          SENTIMENT_LOG_LEVEL="warning")
+    server.wait_ready()
+    seen = asyncio.run(_sigterm_under_load(server, clients=16))
+    statuses = [o[0] for o in seen["outcomes"]]
+    assert seen["busy_at_signal"] > 0
+    assert seen["ready"] == 503
+    assert "broken" not in statuses, [o for o in seen["outcomes"] if o[0] == "broken"]
+    assert set(statuses) <= {200, 503, "not connected"}, sorted(set(map(str, statuses)))
+    assert all(o[1] for o in seen["outcomes"] if o[0] == 503)  # every refusal says when to retry
+    assert statuses.count(200) >= 48
+    assert seen["exit"] == 0 and seen["exited_after"] < 10, seen["exited_after"]
+    assert "Traceback" not in server.log()
+
+
+# A real `python -m app` whose forward passes (after the warm-up) take a minute: the shutdown grace must cut it short.
+_STUCK_SERVER = """
+import runpy, sys, time
+from app.batcher import Batcher
+real = Batcher._forward
+Batcher._forward = lambda self, jobs: (time.sleep(60), real(self, jobs))[1]
+sys.argv = ["app", *sys.argv[1:]]
+runpy.run_module("app", run_name="__main__")
+"""
+
+
+def test_when_the_grace_runs_out_waiting_requests_get_503_and_the_process_exits_0_in_time(smoke_artifact, tmp_path):
+    port = free_port()
+    env = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", "SENTIMENT_MODEL_DIR": str(smoke_artifact),
+           "SENTIMENT_DEVICE": "cpu", "SENTIMENT_SHUTDOWN_GRACE_S": "2"}
+    log_path = tmp_path / "server.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, "-c", _STUCK_SERVER, "--port", str(port)], cwd=ROOT, env=env,
+                                stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+
+    async def scenario():
+        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
+            for _ in range(600):
+                try:
+                    if (await c.get("/health/ready")).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    await asyncio.sleep(0.1)
+            stuck = [asyncio.create_task(c.post("/predict", json={"text": f"stuck {i}"})) for i in range(3)]
+            while "sentiment_batch_size_count 1.0" not in (await c.get("/metrics")).text:  # one is in the pass
+                await asyncio.sleep(0.05)
+            sent = time.monotonic()
+            proc.send_signal(signal.SIGTERM)
+            answers = await asyncio.gather(*stuck)
+            code = await asyncio.to_thread(proc.wait, 30)
+            return answers, code, time.monotonic() - sent
+
+    try:
+        answers, code, elapsed = asyncio.run(scenario())
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = log_path.read_text()
+    for r in answers:  # in the forward pass or queued behind it: refused properly, not dropped
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "shutting_down" and r.headers["retry-after"]
+    assert code == 0, text
+    assert elapsed < 2 + 3, elapsed  # the grace, plus a second for responses in flight, plus margin
+    assert "shutdown grace (2.0 s) ran out" in text

@@ -28,6 +28,10 @@ _ERRORS: dict[int, _Documented] = {
         "this endpoint needs the API key: send the header `Authorization: Bearer <key>`",
         {"WWW-Authenticate": {"description": "The authentication scheme to use.", "schema": {"type": "string"},
                               "example": 'Bearer realm="sentiment"'}}),
+    408: _Documented(
+        ("The body did not arrive within SENTIMENT_READ_TIMEOUT_S of the headers; the connection is closed. (A "
+         "request head that is not complete in that time gets the same answer.)"), ErrorCode.READ_TIMEOUT,
+        "the body did not arrive within 30 s (SENTIMENT_READ_TIMEOUT_S): send it at once"),
     413: _Documented(
         "The body is larger than SENTIMENT_MAX_BODY_BYTES; refused before it is read whole.",
         ErrorCode.BODY_TOO_LARGE,

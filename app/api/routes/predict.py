@@ -44,7 +44,7 @@ CLIENT_CLOSED_REQUEST = 499
 def create_router(settings: Settings) -> APIRouter:
     text_request, texts_request = request_models(settings.max_text_chars, settings.max_batch_texts)
     router = APIRouter(tags=["predict"], dependencies=auth_dependencies(settings.api_key))
-    statuses = [400, 413, 415, 422, 429, 500, 503, 504]
+    statuses = [400, 408, 413, 415, 422, 429, 500, 503, 504]
     if settings.api_key is not None:
         statuses.insert(1, 401)
     responses = {
