@@ -34,7 +34,7 @@ class NetworkConfig:
     pooling: str = "max_mean"
     dropout: float = 0.4
     embed_dropout: float = 0.2
-    ngram_buckets: int = 0
+    ngram_buckets: int = 1 << 20
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:

@@ -42,11 +42,11 @@ class TrainConfig:
     seed: int = 13
     device: str = "auto"
     threads: int = 0
-    epochs: int = 8
+    epochs: int = 4
     patience: int = 2
     stop_after: int = 0
     wide_lr_scale: float = 50.0
-    self_train_rounds: int = 0
+    self_train_rounds: int = 1
     self_train_epochs: int = 2
     self_train_threshold: float = 0.9
     self_train_lr_scale: float = 0.5
@@ -465,14 +465,16 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--cased", action="store_true", help="keep letter case in the tokenizer")
     p.add_argument("--no-pretrain", action="store_true", help="random embeddings instead of PPMI-SVD vectors "
                                                               "learned on train+unsup")
-    p.add_argument("--self-train", type=int, default=0, metavar="ROUNDS",
+    p.add_argument("--self-train", type=int, default=d.self_train_rounds, metavar="ROUNDS",
                    help="self-training rounds: after training, add the unlabelled reviews the model is confident "
-                        "about, with its labels, and train on (0: off)")
+                        "about, with its labels, and train on (0: off; default %(default)s)")
     p.add_argument("--self-train-epochs", type=int, default=d.self_train_epochs, help="epochs per self-training round")
     p.add_argument("--self-train-threshold", type=float, default=d.self_train_threshold,
                    help="minimum confidence for a pseudo-label")
     p.add_argument("--lm-epochs", type=int, default=0, help="epochs of language-model pre-training of the "
                                                             "embedding and LSTM on train+unlabelled text (0: off)")
+    p.add_argument("--lm-negatives", type=int, default=d.lm_negatives, help="sampled-softmax negatives per batch "
+                                                                             "in language-model pre-training")
     p.add_argument("--wide-lr-scale", type=float, default=d.wide_lr_scale,
                    help="learning-rate multiplier of the n-gram branch")
     p.add_argument("--train-limit", type=int, default=0, help="use only the first N training reviews")
@@ -503,7 +505,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         max_train_tokens=a.max_train_tokens, vocab_size=500 if a.smoke else a.vocab_size, lowercase=not a.cased,
         pretrain_embeddings=not a.no_pretrain, train_limit=a.train_limit, self_train_rounds=a.self_train,
         self_train_epochs=a.self_train_epochs, self_train_threshold=a.self_train_threshold,
-        wide_lr_scale=a.wide_lr_scale, lm_epochs=a.lm_epochs, version=a.version,
+        wide_lr_scale=a.wide_lr_scale, lm_epochs=a.lm_epochs, lm_negatives=a.lm_negatives, version=a.version,
         evaluate_test=not a.no_test, smoke=a.smoke, network=net)
 
 
