@@ -15,16 +15,27 @@ from pathlib import Path
 
 from model.artifact import DEFAULT_ARTIFACT
 
-FAILURE_MODES = """\
-- **Sarcasm and irony** ("what a masterpiece, I only fell asleep twice") read as their literal words.
-- **Negation far from its target** ("not what I would call a good film") is handled better than by bag-of-words
-  models but still fails when the negation and the sentiment word are many tokens apart.
-- **Very short texts** (a few words) carry little evidence; probabilities near 0.5 are common and honest. Set
-  `SENTIMENT_UNCERTAIN_BELOW` to label them "uncertain".
-- **Other domains** (products, tweets, news) and **other languages**: trained only on English IMDB movie reviews;
-  expect lower accuracy and worse calibration there.
-- **Mixed reviews** (praise for the actors, contempt for the plot) get one score for the whole text; the
-  explanation (`explain: true`) shows which words pulled each way."""
+# Probes of known weak spots, scored by the artifact itself each time the card is written.
+PROBES = [
+    ("negation", "Not bad at all.", "positive"),
+    ("negation", "This is not what I would call a good film.", "negative"),
+    ("idiom", "Two hours I will never get back.", "negative"),
+    ("sarcasm", "What a masterpiece, I only fell asleep twice.", "negative"),
+    ("very short", "ok", "neither"),
+    ("mixed", "The actors were brilliant but the plot was a complete mess and I hated the ending.", "negative"),
+    ("other domain", "Great product, fast shipping, works as described.", "positive"),
+    ("other domain", "Terrible battery life, returned it.", "negative"),
+]
+
+FAILURE_NOTES = """\
+- **Very short texts** are outside the training data (IMDB reviews run to hundreds of words) and can get
+  confident, arbitrary probabilities (see "ok" above): do not trust scores of a few words.
+- **Negation** is partly learned: "not bad" style phrases can still read as negative.
+- **Idioms** without sentiment words ("never get back") are read literally; sarcasm is a known risk for the same
+  reason, though the probe above came out right.
+- **Other domains and languages**: trained only on English movie reviews; accuracy and calibration elsewhere are
+  unmeasured.
+- **Mixed reviews** get one score for the whole text; `explain: true` shows which words pulled each way."""
 
 
 def render(artifact: Path, root: Path) -> str:
@@ -62,7 +73,9 @@ def render(artifact: Path, root: Path) -> str:
              "split was used once, for the numbers below.",
              f"- {len(metrics['history'])} epochs of AdamW with early stopping on validation accuracy (best epoch "
              f"{metrics['best_epoch']}); {training['seconds'] / 60:.0f} min on {training['device']} "
-             f"({training['cpu_threads']} threads, {training['hardware']}), torch {training['torch']}.",
+             f"({training['hardware']}), torch {training['torch']}"
+             + (f". {training['note'].rstrip('.')}." if training.get("note") else ".")
+             + " The history, per epoch, is in `metrics.json`.",
              f"- Reproduce: `make train` (seeded); code at commit `{training.get('git_commit') or 'unknown'}`.", "",
              "## Results", "",
              f"Validation ({val['size']} reviews): accuracy {val['accuracy']:.4f}, ECE {val['ece']:.4f} "
@@ -83,7 +96,14 @@ def render(artifact: Path, root: Path) -> str:
         for png, title in (("reliability.png", "Reliability diagram"), ("confusion.png", "Confusion matrix")):
             if (artifact / "report" / png).is_file():
                 lines += [f"![{title}]({rel(artifact / 'report' / png)})", ""]
-    lines += ["## Known failure modes", "", FAILURE_MODES, "",
+    lines += ["## Known failure modes", "", "Probes scored by this artifact when the card was written:", "",
+              "| kind | text | expected | P(positive) |", "|---|---|---|---|"]
+    from model.predictor import load_model
+
+    model = load_model(artifact, device="cpu")
+    probs = model.predict_proba([text for _, text, _ in PROBES])
+    lines += [f"| {kind} | {text} | {expected} | {p:.3f} |" for (kind, text, expected), p in zip(PROBES, probs)]
+    lines += ["", FAILURE_NOTES, "",
               "Baselines measured on the same test split: a Keras Embedding(10000,128) → LSTM(128) model ≈ 86%, "
               "TF-IDF + logistic regression ≈ 91%.", ""]
     return "\n".join(lines)
