@@ -19,6 +19,7 @@ import socket
 import sys
 import time
 
+import torch
 import uvicorn
 
 import model as sentiment_model
@@ -27,6 +28,7 @@ from app.logs import configure_logging
 from app.main import create_app
 from app.protocol import guarded_protocol
 from app.service import Service
+from app.torch_thread import torch_thread
 
 log = logging.getLogger("app.server")
 
@@ -101,10 +103,15 @@ def bind(host: str, port: int) -> socket.socket | None:
     return sock
 
 
-def load(settings: Settings):
-    """The model, or None after printing why not (one line)."""
-    try:
+def load(settings: Settings, executor):
+    """The model, loaded on the thread that will run it (app.torch_thread), or None after printing why not."""
+    def on_torch_thread():
+        if settings.torch_threads:
+            torch.set_num_threads(settings.torch_threads)
         return sentiment_model.load_model(settings.model_dir, settings.device)
+
+    try:
+        return executor.submit(on_torch_thread).result()
     except sentiment_model.ArtifactError as exc:
         fail(f"cannot load the model (SENTIMENT_MODEL_DIR): {exc}")
     except ValueError as exc:  # resolve_device: unknown or unavailable device
@@ -125,13 +132,15 @@ def main(argv: list[str] | None = None) -> int:
     sock = bind(args.host, args.port)
     if sock is None:
         return EXIT_BAD_CONFIG
-    model = load(settings)
+    executor = torch_thread()
+    model = load(settings, executor)
     if model is None:
         sock.close()
         return EXIT_BAD_CONFIG
 
     holder: dict[str, DrainingServer] = {}
-    app = create_app(settings, model=model, on_fatal=lambda exc: holder["server"].on_fatal(exc))
+    app = create_app(settings, model=model, on_fatal=lambda exc: holder["server"].on_fatal(exc),
+                     torch_executor=executor)
     # httptools plus limits on the request head's size and time (app/protocol.py); the body's are in the app.
     config = uvicorn.Config(app, host=args.host, port=args.port, loop="uvloop",
                             http=guarded_protocol(settings.read_timeout_s), lifespan="on",

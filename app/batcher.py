@@ -24,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from app.metrics import Metrics
+from app.torch_thread import torch_thread
 from model import Encoded
 
 log = logging.getLogger("app.batcher")
@@ -64,7 +65,8 @@ class Job:
 class Batcher:
     def __init__(self, predict: Callable[[Sequence[Encoded]], list[float]], *, max_batch_size: int,
                  max_batch_tokens: int, max_wait_ms: float, max_queue: int, metrics: Metrics,
-                 on_fatal: Callable[[BaseException], None] | None = None, max_queue_s: float | None = None):
+                 on_fatal: Callable[[BaseException], None] | None = None, max_queue_s: float | None = None,
+                 executor: ThreadPoolExecutor | None = None):
         self._predict = predict
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -86,8 +88,8 @@ class Batcher:
         self._running: list[Job] = []  # the jobs of the forward pass under way
         self._batch_id = 0
         self._rate: float | None = None  # texts per second, moving average over forward passes
-        # One thread: forward passes run one at a time, in order, and torch keeps its per-thread state warm.
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sentiment-forward")
+        # One thread: forward passes run one at a time, in order, on the thread that owns torch (app.torch_thread).
+        self._executor = executor or torch_thread()
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 

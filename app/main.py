@@ -5,6 +5,7 @@ and every admitted text is answered before the batcher stops."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -45,12 +46,14 @@ def _version() -> str:
 
 
 def create_app(settings: Settings | None = None, *, model: Any | None = None,
-               on_fatal: Callable[[BaseException], None] | None = None) -> FastAPI:
-    """`model`: an already loaded model (the server entry point loads it first to fail fast); `on_fatal`: called
-    if the batcher dies, after readiness has turned 503 (the entry point uses it to stop the process)."""
+               on_fatal: Callable[[BaseException], None] | None = None,
+               torch_executor: ThreadPoolExecutor | None = None) -> FastAPI:
+    """`model`: an already loaded model (the server entry point loads it first to fail fast), with
+    `torch_executor` the thread it was loaded on (see app.torch_thread); `on_fatal`: called if the batcher dies,
+    after readiness has turned 503 (the entry point uses it to stop the process)."""
     settings = settings or get_settings()
     metrics_ = Metrics()
-    service = Service(settings, metrics_, model, on_fatal)
+    service = Service(settings, metrics_, model, on_fatal, torch_executor=torch_executor)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -8,6 +8,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -18,6 +19,7 @@ from app.batcher import Batcher, InferenceError, NotAdmitting, Outcome, QueueFul
 from app.config import Settings
 from app.errors import ErrorCode, ServiceError
 from app.metrics import Metrics
+from app.torch_thread import torch_thread
 from model.explain import explain as explain_text
 
 log = logging.getLogger("app.service")
@@ -44,13 +46,16 @@ class Classified:
 
 class Service:
     def __init__(self, settings: Settings, metrics: Metrics, model: Any | None = None,
-                 on_fatal: Callable[[BaseException], None] | None = None):
+                 on_fatal: Callable[[BaseException], None] | None = None,
+                 torch_executor: ThreadPoolExecutor | None = None):
         self.settings = settings
         self.metrics = metrics
         self.model = model  # a loaded model.SentimentModel (or a stand-in with the same methods)
         self.batcher: Batcher | None = None
         self.state: State = "starting"
         self._on_fatal = on_fatal
+        # Every torch call of the process runs on this one thread (see app.torch_thread for why).
+        self.torch_executor = torch_executor or torch_thread()
         # Requests asked to explain, from admission until answered: a drain waits for them as for queued texts.
         self._explaining = 0
         self._explained = asyncio.Event()
@@ -60,11 +65,15 @@ class Service:
 
     async def start(self) -> None:
         s = self.settings
+        loop = asyncio.get_running_loop()
         if s.torch_threads:
-            torch.set_num_threads(s.torch_threads)
+            # Per thread in OpenMP: it must be set on the thread that runs the forward passes.
+            await loop.run_in_executor(self.torch_executor, torch.set_num_threads, s.torch_threads)
         if self.model is None:
-            self.model = await asyncio.to_thread(sentiment_model.load_model, s.model_dir, s.device)
-        self.batcher = Batcher(self.model.predict_encoded, max_batch_size=s.max_batch_size,
+            self.model = await loop.run_in_executor(self.torch_executor, sentiment_model.load_model, s.model_dir,
+                                                    s.device)
+        self.batcher = Batcher(self.model.predict_encoded, executor=self.torch_executor,
+                               max_batch_size=s.max_batch_size,
                                max_batch_tokens=s.max_batch_tokens, max_wait_ms=s.max_wait_ms,
                                max_queue=s.max_queue, metrics=self.metrics, on_fatal=self._fatal,
                                # Texts that would wait past half their deadline are refused (429) on arrival.

@@ -232,7 +232,7 @@ def test_explanations_run_on_the_inference_thread_never_alongside_a_batch_nor_on
     assert live.status_code == 200 and loop_latency < 0.25, loop_latency
     assert all(r.status_code == 200 for r in plain)
     assert not model.overlapped, "an explanation ran at the same time as another forward pass"
-    assert len(model.threads) == 1 and next(iter(model.threads)).startswith("sentiment-forward"), model.threads
+    assert len(model.threads) == 1 and next(iter(model.threads)).startswith("sentiment-torch"), model.threads
 
 
 def test_explaining_stops_at_the_request_deadline(make_client, loaded_model):

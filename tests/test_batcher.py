@@ -141,7 +141,7 @@ def test_forward_pass_runs_on_one_worker_thread_not_the_event_loop():
 
     fake = asyncio.run(main())
     assert len(fake.threads) == 1
-    assert next(iter(fake.threads)).startswith("sentiment-forward")
+    assert next(iter(fake.threads)).startswith("sentiment-torch")
 
 
 def test_abandoned_texts_are_dropped_before_the_forward_pass_and_counted():
@@ -289,3 +289,34 @@ def test_texts_that_would_wait_past_the_time_budget_are_refused_on_arrival():
     refused, metrics = asyncio.run(main())
     assert refused.retry_after_s == 3  # (15 + 6) / 10, rounded up
     assert sample(metrics, "sentiment_rejected_texts_total", {"reason": "queue_too_slow"}) == 6
+
+
+def test_model_is_loaded_warmed_and_run_on_the_same_single_thread(make_settings, monkeypatch):
+    """torch ran 7x slower on a thread other than the one that loaded the model (app/torch_thread.py)."""
+    import threading
+
+    from fastapi.testclient import TestClient
+
+    import app.service as service_module
+    from app.main import create_app
+
+    threads: list[str] = []
+    real_load = service_module.sentiment_model.load_model
+
+    def spy_load(*args, **kwargs):
+        threads.append(threading.current_thread().name)
+        loaded = real_load(*args, **kwargs)
+        real_predict = loaded.predict_encoded
+
+        def predict(batch):
+            threads.append(threading.current_thread().name)
+            return real_predict(batch)
+
+        loaded.predict_encoded = predict
+        return loaded
+
+    monkeypatch.setattr(service_module.sentiment_model, "load_model", spy_load)
+    with TestClient(create_app(make_settings())) as client:  # no model passed: the service loads it
+        assert client.post("/predict", json={"text": "great film"}).status_code == 200
+    assert len(threads) >= 3  # load, warm-up, the request
+    assert len(set(threads)) == 1 and threads[0].startswith("sentiment-torch"), threads
