@@ -36,6 +36,33 @@ class Prediction:
     truncated: bool = False
 
 
+# Cost of one padded LSTM pass ~ longest row x (STEP_OVERHEAD + rows), in row-steps: measured on the 2-core CPU
+# build, one time step cost about as much for a lone row as for 4 more rows of a batch.
+STEP_OVERHEAD = 4.0
+
+
+def split_by_length(lengths: Sequence[int], step_overhead: float = STEP_OVERHEAD) -> list[range]:
+    """Partition ascending `lengths` into consecutive groups minimising sum(longest x (overhead + rows)).
+
+    Exact dynamic programme over the cut points: O(n^2) for a batch of n rows, microseconds for n <= 256.
+    """
+    n = len(lengths)
+    best = [0.0] + [float("inf")] * n  # best[j]: cheapest cost of rows[:j]
+    cut = [0] * (n + 1)
+    for j in range(1, n + 1):
+        longest = lengths[j - 1]  # ascending: the last row of a group is its longest
+        for i in range(j):
+            cost = best[i] + longest * (step_overhead + j - i)
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    groups = []
+    j = n
+    while j > 0:
+        groups.append(range(cut[j], j))
+        j = cut[j]
+    return groups[::-1]
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`; asking for a GPU that is not there is an error."""
     if isinstance(device, torch.device):
@@ -92,10 +119,22 @@ class SentimentModel:
         return (self.network(ids, lengths).float() / self.temperature).cpu()
 
     def predict_encoded(self, batch: Sequence[Encoded]) -> list[float]:
-        """Calibrated P(positive) for one already-sized batch: exactly one forward pass."""
+        """Calibrated P(positive) for one already-sized batch, in input order.
+
+        The rows are sorted by length and run as the few forward passes that cost least in padded LSTM steps
+        (`split_by_length`): a batch gathered from live requests mixes 20-token and 1,000-token reviews, and one
+        pass over it would spend most of its time on padding. Padding never changes a result, so neither does the
+        split.
+        """
         if not batch:
             return []
-        return torch.sigmoid(self.logits(batch)).tolist()
+        order = sorted(range(len(batch)), key=lambda i: batch[i].cost)
+        probs = [0.0] * len(batch)
+        for group in split_by_length([batch[i].cost for i in order]):
+            rows = [order[k] for k in group]
+            for i, p in zip(rows, torch.sigmoid(self.logits([batch[i] for i in rows])).tolist()):
+                probs[i] = p
+        return probs
 
     def plan_batches(self, encoded: Sequence[Encoded], batch_size: int = 64,
                      max_batch_tokens: int = 32768) -> list[list[int]]:
