@@ -33,3 +33,26 @@ def test_padding_never_changes_a_result(pooling, bidirectional, ngram_buckets):
             batch[i, len(r):] = torch.randint(2, 50, (width - len(r),))  # garbage, not just PAD, after the end
         together = net(batch, torch.tensor([len(r) for r in rows])).tolist()
     assert together == pytest.approx(alone, abs=1e-5)
+
+
+def test_split_by_length_covers_every_row_once_and_is_optimal():
+    import itertools
+    import random
+
+    from model.predictor import STEP_OVERHEAD, split_by_length
+
+    def cost(lengths, groups):
+        return sum(lengths[g[-1]] * (STEP_OVERHEAD + len(g)) for g in groups)
+
+    rng = random.Random(0)
+    for _ in range(50):
+        lengths = sorted(rng.randint(1, 1000) for _ in range(rng.randint(1, 8)))
+        groups = split_by_length(lengths)
+        assert [i for g in groups for i in g] == list(range(len(lengths)))
+        best = min(cost(lengths, [range(a, b) for a, b in zip((0, *cuts), (*cuts, len(lengths)))])
+                   for k in range(len(lengths))
+                   for cuts in itertools.combinations(range(1, len(lengths)), k))
+        assert cost(lengths, groups) == pytest.approx(best)
+    # similar lengths stay one pass; a 1,000-token outlier does not drag 60 short rows to its length
+    assert len(split_by_length([100] * 64)) == 1
+    assert [len(g) for g in split_by_length([50] * 60 + [1000])] == [60, 1]
