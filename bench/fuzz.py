@@ -31,7 +31,8 @@ def run_st(url: str, a: argparse.Namespace, report: Path, headers: list[str]) ->
            "--report-json-path", str(report), *[arg for h in headers for arg in ("-H", h)]]
     if a.seed != "random":
         cmd += ["--seed", a.seed]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, check=False)
+    # In the output folder: schemathesis keeps its example database (.schemathesis/) in the working directory.
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=a.timeout, check=False, cwd=report.parent)
     report.with_suffix(".txt").write_text(done.stdout + done.stderr)
     data = json.loads(report.read_text())
     return {"exit_code": done.returncode, "generated": data["test_cases"]["generated"],
@@ -52,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-dir", default=None, help="artifact to serve (default: the shipped model)")
     p.add_argument("--out", default="bench/results/fuzz", help="folder for the reports")
     a = p.parse_args(argv)
-    out = Path(a.out)
+    out = Path(a.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     runs = {}
     for name, env, headers in (("open", {}, []), ("api-key", {"SENTIMENT_API_KEY": KEY},
