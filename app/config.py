@@ -30,7 +30,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(64, ge=1, le=4096, description="most texts in one forward pass")
     max_batch_tokens: int = Field(32768, ge=1, description="most padded tokens (longest text × texts) in one "
                                                            "forward pass; a longer single text runs alone")
-    max_wait_ms: float = Field(2.0, ge=0, le=10_000, description="how long an idle model waits for a batch to "
+    max_wait_ms: float = Field(0.0, ge=0, le=10_000, description="how long an idle model waits for a batch to "
                                                                  "fill after its first text arrives; 0: go at once")
     max_queue: int = Field(1024, ge=1, description="texts admitted and waiting; beyond it requests get 429")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline per request; past it the answer is 504")
