@@ -64,13 +64,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=2, help="epochs per trial")
     p.add_argument("--train-limit", type=int, default=8000, help="training reviews per trial (0: all)")
     p.add_argument("--seed", type=int, default=13, help="seed of the search and of every trial")
+    p.add_argument("--self-train", type=int, default=0, help="self-training rounds per trial (default 0: the search "
+                                                             "compares the supervised stage)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--out", default="runs/tune", help="folder for trial artifacts and the results table")
     a = p.parse_args(argv)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     base = TrainConfig(data=a.data, seed=a.seed, device=a.device, epochs=a.epochs, patience=a.epochs,
-                       train_limit=a.train_limit, evaluate_test=False)
+                       train_limit=a.train_limit, evaluate_test=False, self_train_rounds=a.self_train)
     cache: dict = {}
     rows = []
     for i, params in enumerate(sample_trials(a.trials, a.seed), 1):
