@@ -19,6 +19,11 @@ EXPLAIN_DESCRIPTION = ("Also return, per text, how much each word moved P(positi
                        "one asks for it.")
 
 
+# At least one character that is not whitespace in Python's sense (str.isspace, what `_check_text` enforces), spelt
+# out: the schema's regex dialect (ECMAScript) has a different \s, without \x1c-\x1f and \x85 but with \ufeff.
+NOT_BLANK = r"[^\t\n\v\f\r\x1c-\x1f \x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+
+
 def _check_text(text: str) -> str:
     # (Unpaired UTF-16 surrogates such as a lone "\ud800" escape are refused by pydantic itself: not characters.)
     if text.isspace():
@@ -31,8 +36,7 @@ def request_models(max_text_chars: int, max_batch_texts: int) -> tuple[type[Base
     text_type = Annotated[
         str,
         Field(min_length=1, max_length=max_text_chars,
-              # Not blank, in Python's sense of whitespace (what `_check_text` enforces).
-              json_schema_extra={"pattern": r"\S"}),
+              json_schema_extra={"pattern": NOT_BLANK}),
         AfterValidator(_check_text),
     ]
 

@@ -126,3 +126,16 @@ def test_the_tokenizer_and_forward_pass_take_any_text(loaded_model, batch):
         assert e.cost >= 1 and e.tokens >= 0 and all(0 <= i < vocab for i in e.ids)
     probs = loaded_model.predict_encoded(encoded)
     assert len(probs) == len(batch) and all(0.0 <= p <= 1.0 for p in probs)
+
+
+def test_the_schema_pattern_for_blank_text_is_pythons_whitespace_exactly():
+    # Schemathesis generates texts from the documented pattern; it must call blank exactly what the server does.
+    # (It once documented ECMAScript's \S, which lets "\x1c" through: a schema-valid text the server refused.)
+    import sys
+
+    from app.schemas import NOT_BLANK
+
+    pattern = re.compile(NOT_BLANK)
+    disagree = [hex(c) for c in range(sys.maxunicode + 1)
+                if (pattern.search(chr(c)) is None) != chr(c).isspace()]
+    assert not disagree
