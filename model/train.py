@@ -426,14 +426,16 @@ def add_network_args(parser: argparse.ArgumentParser) -> None:
                    help="how per-token outputs become one vector")
     g.add_argument("--dropout", type=float, default=d.dropout, help="dropout between layers and in the head")
     g.add_argument("--embed-dropout", type=float, default=d.embed_dropout, help="dropout on embeddings")
-    g.add_argument("--ngram-buckets", type=int, default=d.ngram_buckets,
-                   help="hash buckets of the wide unigram+bigram branch (0 disables it)")
+    g.add_argument("--ngram-buckets", type=int, default=None,
+                   help=f"hash buckets of the wide unigram+bigram branch (0 disables it; default {d.ngram_buckets}, "
+                        f"0 with --smoke)")
 
 
 def network_from_args(args: argparse.Namespace) -> NetworkConfig:
     return NetworkConfig(embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, num_layers=args.layers,
                          bidirectional=not args.unidirectional, pooling=args.pooling, dropout=args.dropout,
-                         embed_dropout=args.embed_dropout, ngram_buckets=args.ngram_buckets)
+                         embed_dropout=args.embed_dropout,
+                         ngram_buckets=NetworkConfig().ngram_buckets if args.ngram_buckets is None else args.ngram_buckets)
 
 
 def parse_args(argv: list[str] | None = None) -> TrainConfig:
@@ -465,9 +467,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--cased", action="store_true", help="keep letter case in the tokenizer")
     p.add_argument("--no-pretrain", action="store_true", help="random embeddings instead of PPMI-SVD vectors "
                                                               "learned on train+unsup")
-    p.add_argument("--self-train", type=int, default=d.self_train_rounds, metavar="ROUNDS",
+    p.add_argument("--self-train", type=int, default=None, metavar="ROUNDS",
                    help="self-training rounds: after training, add the unlabelled reviews the model is confident "
-                        "about, with its labels, and train on (0: off; default %(default)s)")
+                        f"about, with its labels, and train on (0: off; default {d.self_train_rounds}, 0 with --smoke)")
     p.add_argument("--self-train-epochs", type=int, default=d.self_train_epochs, help="epochs per self-training round")
     p.add_argument("--self-train-threshold", type=float, default=d.self_train_threshold,
                    help="minimum confidence for a pseudo-label")
@@ -495,7 +497,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         bar.close()
     net = network_from_args(a)
     if a.smoke:
-        net = NetworkConfig(embed_dim=16, hidden_dim=16, pooling=a.pooling, ngram_buckets=a.ngram_buckets and 4096)
+        net = NetworkConfig(embed_dim=16, hidden_dim=16, pooling=a.pooling, ngram_buckets=a.ngram_buckets and 4096 or 0)
     return TrainConfig(
         data=data, out=a.out, checkpoint_dir=a.checkpoint_dir, resume=a.resume, seed=a.seed, device=a.device,
         threads=a.threads, epochs=a.epochs or (6 if a.smoke else d.epochs), patience=a.patience,
@@ -503,7 +505,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         batch_size=16 if a.smoke else a.batch_size,
         lr=1e-2 if a.smoke else a.lr, weight_decay=a.weight_decay, val_fraction=a.val_fraction,
         max_train_tokens=a.max_train_tokens, vocab_size=500 if a.smoke else a.vocab_size, lowercase=not a.cased,
-        pretrain_embeddings=not a.no_pretrain, train_limit=a.train_limit, self_train_rounds=a.self_train,
+        pretrain_embeddings=not a.no_pretrain, train_limit=a.train_limit, self_train_rounds=(0 if a.smoke else d.self_train_rounds) if a.self_train is None else a.self_train,
         self_train_epochs=a.self_train_epochs, self_train_threshold=a.self_train_threshold,
         wide_lr_scale=a.wide_lr_scale, lm_epochs=a.lm_epochs, lm_negatives=a.lm_negatives, version=a.version,
         evaluate_test=not a.no_test, smoke=a.smoke, network=net)

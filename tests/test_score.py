@@ -73,14 +73,14 @@ def test_resume_after_interruption_gives_the_same_output(tmp_path, loaded_model)
 
 
 def test_memory_stays_flat_as_the_file_grows(tmp_path, loaded_model):
-    def peak(n):
-        src = tmp_path / f"in{n}.txt"
-        src.write_text("\n".join(reviews(n)) + "\n")
-        tracemalloc.start()
-        score_file(src, tmp_path / f"out{n}.jsonl", model=loaded_model, fmt="txt", column="text", id_column=None,
-                   chunk=256, progress=False)
-        _, top = tracemalloc.get_traced_memory()
-        tracemalloc.stop()
-        return top
-    small, big = peak(2000), peak(16000)
-    assert big < small * 2, (small, big)  # 8x the input, not 8x the peak: the file is streamed
+    src = tmp_path / "big.txt"
+    line = "great wonderful superb film and the plot was fun " * 10  # ~500 characters
+    src.write_text((line + "\n") * 8000)
+    assert src.stat().st_size > 3_500_000
+    tracemalloc.start()
+    score_file(src, tmp_path / "out.jsonl", model=loaded_model, fmt="txt", column="text", id_column=None,
+               chunk=256, progress=False)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    # Streamed in chunks of 256 lines: the Python heap peaks far below the file's size.
+    assert peak < 1_500_000, peak
