@@ -155,17 +155,22 @@ class Batcher:
 
     # -- admission ------------------------------------------------------------------------------------------------
 
+    def check_room(self, count: int) -> None:
+        """Raise now what `submit` would raise for `count` texts (NotAdmitting, QueueFull), counting the refusal.
+        Called before tokenising too, so that under overload a refused request costs next to nothing."""
+        if not self.admitting:
+            self._metrics.rejected.labels("not_admitting").inc(count)
+            raise NotAdmitting("the server is not accepting work")
+        if len(self._queue) + count > self.max_queue:
+            self._metrics.rejected.labels("queue_full").inc(count)
+            raise QueueFull(self.retry_after_s(count))
+        if self.max_queue_s is not None and self.backlog_s(count) > self.max_queue_s:
+            self._metrics.rejected.labels("queue_too_slow").inc(count)
+            raise QueueFull(self.retry_after_s(count))
+
     def submit(self, encoded: Sequence[Encoded]) -> list[Job]:
         """Admit all texts of one request or none of them."""
-        if not self.admitting:
-            self._metrics.rejected.labels("not_admitting").inc(len(encoded))
-            raise NotAdmitting("the server is not accepting work")
-        if len(self._queue) + len(encoded) > self.max_queue:
-            self._metrics.rejected.labels("queue_full").inc(len(encoded))
-            raise QueueFull(self.retry_after_s(len(encoded)))
-        if self.max_queue_s is not None and self.backlog_s(len(encoded)) > self.max_queue_s:
-            self._metrics.rejected.labels("queue_too_slow").inc(len(encoded))
-            raise QueueFull(self.retry_after_s(len(encoded)))
+        self.check_room(len(encoded))
         loop = asyncio.get_running_loop()
         now = time.monotonic()
         jobs = [Job(e, loop.create_future(), now) for e in encoded]

@@ -168,8 +168,9 @@ class Service:
                 self._explained.set()
 
     async def _classify(self, texts: list[str], receive: Receive, started: float) -> Classified:
-        encoded = await self._encode(texts)
         try:
+            self.batcher.check_room(len(texts))  # before tokenising: a request refused anyway costs next to nothing
+            encoded = await self._encode(texts)
             jobs = self.batcher.submit(encoded)
         except QueueFull as exc:
             raise ServiceError(ErrorCode.QUEUE_FULL, f"the server is at capacity ({self.batcher.queue_depth} texts "
