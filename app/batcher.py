@@ -156,8 +156,7 @@ class Batcher:
     # -- admission ------------------------------------------------------------------------------------------------
 
     def check_room(self, count: int) -> None:
-        """Raise now what `submit` would raise for `count` texts (NotAdmitting, QueueFull), counting the refusal.
-        Called before tokenising too, so that under overload a refused request costs next to nothing."""
+        """Raise now what `submit` would raise for `count` texts (NotAdmitting, QueueFull), counting the refusal."""
         if not self.admitting:
             self._metrics.rejected.labels("not_admitting").inc(count)
             raise NotAdmitting("the server is not accepting work")

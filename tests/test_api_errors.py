@@ -235,27 +235,3 @@ def test_shutting_down_is_503(make_settings, loaded_model, asgi):
     check_error(predict, 503, "shutting_down", r"shutting down")
     check_error(ready, 503, "shutting_down")
 
-
-def test_a_request_refused_for_a_full_queue_is_never_tokenised(make_settings, gated_model, asgi):
-    app = create_app(make_settings(max_queue=1, max_batch_texts=1, max_wait_ms=0), model=gated_model)
-    encoded: list[list[str]] = []
-
-    async def main():
-        async with asgi(app) as c:
-            real_encode = gated_model.encode
-            gated_model.encode = lambda texts: encoded.append(list(texts)) or real_encode(texts)
-            gated_model.gate.clear()
-            gated_model.entered.clear()
-            busy = asyncio.create_task(c.post("/predict", json={"text": "held in the forward pass"}))
-            await asyncio.to_thread(gated_model.entered.wait, 10)
-            queued = asyncio.create_task(c.post("/predict", json={"text": "waiting"}))
-            while app.state.service.batcher.queue_depth < 1:
-                await asyncio.sleep(0.01)
-            refused = await c.post("/predict", json={"text": "no room for this one"})
-            gated_model.gate.set()
-            return refused, await busy, await queued
-
-    refused, busy, queued = asyncio.run(main())
-    check_error(refused, 429, "queue_full")
-    assert busy.status_code == queued.status_code == 200
-    assert ["no room for this one"] not in encoded  # refused before the tokenizer ran
