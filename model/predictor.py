@@ -63,6 +63,22 @@ def split_by_length(lengths: Sequence[int], step_overhead: float = STEP_OVERHEAD
     return groups[::-1]
 
 
+def plan_batches(costs: Sequence[int], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
+    """Indices of rows with these lengths grouped into batches of similar length, each within `batch_size` rows
+    and `max_batch_tokens` padded tokens (a row longer than the budget runs alone)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    for i in sorted(range(len(costs)), key=costs.__getitem__):
+        longest = costs[i]  # ascending order: the newcomer is the longest row
+        if current and (len(current) == batch_size or longest * (len(current) + 1) > max_batch_tokens):
+            batches.append(current)
+            current = []
+        current.append(i)
+    if current:
+        batches.append(current)
+    return batches
+
+
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`; asking for a GPU that is not there is an error."""
     if isinstance(device, torch.device):
@@ -139,18 +155,7 @@ class SentimentModel:
     def plan_batches(self, encoded: Sequence[Encoded], batch_size: int = 64,
                      max_batch_tokens: int = 32768) -> list[list[int]]:
         """Indices grouped into batches, sorted by length so rows of a batch need little padding."""
-        order = sorted(range(len(encoded)), key=lambda i: encoded[i].cost)
-        batches: list[list[int]] = []
-        current: list[int] = []
-        for i in order:
-            longest = encoded[i].cost  # ascending order: the newcomer is the longest row
-            if current and (len(current) == batch_size or longest * (len(current) + 1) > max_batch_tokens):
-                batches.append(current)
-                current = []
-            current.append(i)
-        if current:
-            batches.append(current)
-        return batches
+        return plan_batches([e.cost for e in encoded], batch_size, max_batch_tokens)
 
     def predict(self, texts: Sequence[str], batch_size: int = 64, max_batch_tokens: int = 32768) -> list[Prediction]:
         encoded = self.encode(texts)

@@ -28,7 +28,7 @@ from model import data as imdb
 from model.artifact import DEFAULT_ARTIFACT, save_artifact
 from model.calibration import brier_score, expected_calibration_error, fit_temperature
 from model.network import NetworkConfig, SentimentLSTM
-from model.predictor import resolve_device
+from model.predictor import plan_batches, resolve_device
 from model.pretrain import cooccurrence, lm_pretrain, ppmi_svd
 from model.tokenizer import UNK_ID, build_tokenizer, load_tokenizer
 
@@ -137,17 +137,10 @@ def predict_logits(network: SentimentLSTM, seqs: list[list[int]], device: torch.
                    batch_tokens: int = 65536) -> torch.Tensor:
     """Uncalibrated logits of whole reviews (no cropping), in input order."""
     network.eval()
-    order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
     out = torch.empty(len(seqs))
-    start = 0
-    while start < len(order):
-        end = start + 1
-        while end < len(order) and end - start < 256 and len(seqs[order[end]]) * (end - start + 1) <= batch_tokens:
-            end += 1
-        idx = order[start:end]
+    for idx in plan_batches([max(1, len(s)) for s in seqs], 256, batch_tokens):
         ids, lengths = make_batch([seqs[i] for i in idx], 0, None, device)
         out[idx] = network(ids, lengths).float().cpu()
-        start = end
     return out
 
 
