@@ -22,6 +22,27 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 200
     return float(log_t.exp())
 
 
+def fit_blend(inputs: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> tuple[list[float], float]:
+    """Weights and bias of a logistic regression over per-model logits [N, K] (stacking), fitted on held-out data.
+
+    It also calibrates: the blend's output is already a fitted log-odds, so a temperature after it stays near 1.
+    """
+    x = inputs.detach().double()
+    y = labels.double()
+    w = torch.ones(x.size(1), dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([w, b], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y)
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return [float(v) for v in w.detach()], float(b.detach())
+
+
 def expected_calibration_error(probs: torch.Tensor, labels: torch.Tensor, bins: int = 15) -> float:
     """ECE over equal-width bins of the predicted label's confidence (the usual binary definition)."""
     probs = probs.double()

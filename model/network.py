@@ -11,6 +11,10 @@ Outputs at padded positions are garbage and are never read.
 An optional "wide" branch adds a linear model over hashed unigram+bigram ids (fastText-style, averaged over the
 real tokens). Bag-of-n-grams and LSTMs make different mistakes on IMDB, so summing their logits helps; it is a
 config switch (`ngram_buckets=0` turns it off) kept only because it pays on validation.
+
+A separately trained NB-weighted n-gram model (`model.ngram`, `nb_buckets`) is blended with the LSTM's logit by
+two weights and a bias fitted on validation. It is fitted after the LSTM; until then the blend passes the LSTM's
+logit through unchanged, so training and early stopping see the LSTM alone.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from dataclasses import asdict, dataclass, fields
 
 import torch
 from torch import nn
+
+from model.ngram import NgramBranch
 
 POOLINGS = ("last", "max_mean", "attention")
 _BIGRAM_PRIME = 1_000_003
@@ -35,6 +41,7 @@ class NetworkConfig:
     dropout: float = 0.4
     embed_dropout: float = 0.2
     ngram_buckets: int = 1 << 20
+    nb_buckets: int = 1 << 20
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -46,6 +53,7 @@ class NetworkConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "NetworkConfig":
         known = {f.name for f in fields(cls)}
+        data = {"nb_buckets": 0, **data}  # artifacts from before the n-gram branch have none
         return cls(**{k: v for k, v in data.items() if k in known})
 
 
@@ -87,6 +95,12 @@ class SentimentLSTM(nn.Module):
             self.bigram_weights = nn.Embedding(c.ngram_buckets, 1)
             nn.init.zeros_(self.unigram_weights.weight)
             nn.init.zeros_(self.bigram_weights.weight)
+        if c.nb_buckets:
+            self.ngram = NgramBranch(c.vocab_size, c.nb_buckets)
+            self.blend = nn.Linear(2, 1)
+            with torch.no_grad():  # identity on the LSTM's logit until the branch is fitted
+                self.blend.weight.copy_(torch.tensor([[1.0, 0.0]]))
+                self.blend.bias.zero_()
 
     def flatten_parameters(self) -> None:
         """Re-pack LSTM weights into one contiguous block (cuDNN warns and slows down otherwise after loading)."""
@@ -136,7 +150,17 @@ class SentimentLSTM(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Uncalibrated logits [B] for right-padded token ids [B, T] with real lengths [B] (each >= 1)."""
-        return self.branch_logits(ids, lengths).sum(-1)
+        lstm = self.branch_logits(ids, lengths).sum(-1)
+        if not self.config.nb_buckets:
+            return lstm
+        return self.blend(self.blend_inputs(ids, lengths, lstm)).squeeze(-1)
+
+    def blend_inputs(self, ids: torch.Tensor, lengths: torch.Tensor, lstm: torch.Tensor | None = None
+                     ) -> torch.Tensor:
+        """[B, 2]: the LSTM's logit (deep + wide) and the n-gram branch's, the features the blend weighs."""
+        if lstm is None:
+            lstm = self.branch_logits(ids, lengths).sum(-1)
+        return torch.stack([lstm, self.ngram(ids, lengths)], dim=-1)
 
     def branch_logits(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Per-branch logits [B, branches]: the LSTM's, then the wide n-gram model's when enabled.

@@ -26,8 +26,9 @@ from tqdm import tqdm
 
 from model import data as imdb
 from model.artifact import DEFAULT_ARTIFACT, save_artifact
-from model.calibration import brier_score, expected_calibration_error, fit_temperature
+from model.calibration import brier_score, expected_calibration_error, fit_blend, fit_temperature
 from model.network import NetworkConfig, SentimentLSTM
+from model.ngram import fit_ngram_branch
 from model.predictor import plan_batches, resolve_device
 from model.pretrain import cooccurrence, lm_pretrain, ppmi_svd
 from model.tokenizer import UNK_ID, build_tokenizer, load_tokenizer
@@ -50,6 +51,7 @@ class TrainConfig:
     self_train_epochs: int = 2
     self_train_threshold: float = 0.9
     self_train_lr_scale: float = 0.5
+    nb_epochs: int = 2
     lm_epochs: int = 0
     lm_lr: float = 2e-3
     lm_negatives: int = 1024
@@ -134,13 +136,13 @@ def make_batch(seqs: list[list[int]], max_tokens: int, rng: random.Random | None
 
 @torch.inference_mode()
 def predict_logits(network: SentimentLSTM, seqs: list[list[int]], device: torch.device,
-                   batch_tokens: int = 65536) -> torch.Tensor:
-    """Uncalibrated logits of whole reviews (no cropping), in input order."""
+                   batch_tokens: int = 65536, blend_inputs: bool = False) -> torch.Tensor:
+    """Uncalibrated logits of whole reviews (no cropping), in input order (or the blend's [N, 2] inputs)."""
     network.eval()
-    out = torch.empty(len(seqs))
+    out = torch.empty((len(seqs), 2) if blend_inputs else len(seqs))
     for idx in plan_batches([max(1, len(s)) for s in seqs], 256, batch_tokens):
         ids, lengths = make_batch([seqs[i] for i in idx], 0, None, device)
-        out[idx] = network(ids, lengths).float().cpu()
+        out[idx] = (network.blend_inputs(ids, lengths) if blend_inputs else network(ids, lengths)).float().cpu()
     return out
 
 
@@ -163,8 +165,9 @@ def pretrained_embeddings(tokenizer, texts: list[str], dim: int, seed: int) -> t
 def make_optimiser(network: SentimentLSTM, cfg: TrainConfig, reviews: int, epochs: int, stage: int):
     """AdamW with warm-up and cosine decay. The wide n-gram weights get a much larger rate and no decay: each
     one is touched by few reviews and scaled down by the review length, so at the LSTM's rate it barely moves."""
-    wide = [p for n, p in network.named_parameters() if n.startswith(("unigram_weights", "bigram_weights"))]
-    rest = [p for n, p in network.named_parameters() if not n.startswith(("unigram_weights", "bigram_weights"))]
+    named = [(n, p) for n, p in network.named_parameters() if not n.startswith(("ngram.", "blend."))]  # fitted later
+    wide = [p for n, p in named if n.startswith(("unigram_weights", "bigram_weights"))]
+    rest = [p for n, p in named if not n.startswith(("unigram_weights", "bigram_weights"))]
     lr = cfg.lr * (cfg.self_train_lr_scale if stage else 1.0)
     groups = [{"params": rest, "lr": lr, "weight_decay": cfg.weight_decay}]
     if wide:
@@ -374,6 +377,20 @@ def train(cfg: TrainConfig, cache: dict | None = None) -> dict:
             network.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location=device, weights_only=True))
 
     network.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location=device, weights_only=True))
+    blend = None
+    if net_cfg.nb_buckets:
+        t0 = time.time()
+        fit_ngram_branch(network.ngram, lambda seqs: make_batch(seqs, 0, None, device), train_ids, train_y,
+                         epochs=cfg.nb_epochs, seed=cfg.seed, progress=cfg.progress)
+        inputs = predict_logits(network, val_ids, device, blend_inputs=True)
+        weights, bias = fit_blend(inputs, val_y)
+        with torch.no_grad():
+            network.blend.weight.copy_(torch.tensor([weights]))
+            network.blend.bias.fill_(bias)
+        alone = [binary_metrics(inputs[:, k], val_y)["accuracy"] for k in (0, 1)]
+        blend = {"weights": weights, "bias": bias, "val_accuracy_lstm": alone[0], "val_accuracy_ngram": alone[1]}
+        log(f"n-gram branch in {time.time() - t0:.0f}s: validation accuracy LSTM {alone[0]:.4f}, n-gram "
+            f"{alone[1]:.4f}; blend weights {weights[0]:.3f}, {weights[1]:.3f}")
     val_logits = predict_logits(network, val_ids, device)
     temperature = fit_temperature(val_logits, val_y)
     before, after = binary_metrics(val_logits, val_y), binary_metrics(val_logits, val_y, temperature)
@@ -384,6 +401,7 @@ def train(cfg: TrainConfig, cache: dict | None = None) -> dict:
         "validation": {**after, "ece_before_calibration": before["ece"], "size": len(val_ids)},
         "history": state["history"],
         "best_epoch": state["best_epoch"],
+        "blend": blend,
         "training": {"seconds": round(train_seconds, 1), "device": str(device),
                      "hardware": f"{platform.machine()} {platform.processor() or ''}".strip(),
                      "cpu_threads": torch.get_num_threads(), "torch": torch.__version__, "seed": cfg.seed,
@@ -422,12 +440,15 @@ def add_network_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--ngram-buckets", type=int, default=None,
                    help=f"hash buckets of the wide unigram+bigram branch (0 disables it; default {d.ngram_buckets}, "
                         f"0 with --smoke)")
+    g.add_argument("--nb-buckets", type=int, default=d.nb_buckets,
+                   help=f"hash buckets of the NB-weighted unigram+bigram model blended with the LSTM (0 disables "
+                        f"it; default {d.nb_buckets}, 4096 with --smoke)")
 
 
 def network_from_args(args: argparse.Namespace) -> NetworkConfig:
     return NetworkConfig(embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, num_layers=args.layers,
                          bidirectional=not args.unidirectional, pooling=args.pooling, dropout=args.dropout,
-                         embed_dropout=args.embed_dropout,
+                         embed_dropout=args.embed_dropout, nb_buckets=args.nb_buckets,
                          ngram_buckets=NetworkConfig().ngram_buckets if args.ngram_buckets is None else args.ngram_buckets)
 
 
@@ -470,6 +491,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                                                             "embedding and LSTM on train+unlabelled text (0: off)")
     p.add_argument("--lm-negatives", type=int, default=d.lm_negatives, help="sampled-softmax negatives per batch "
                                                                              "in language-model pre-training")
+    p.add_argument("--nb-epochs", type=int, default=d.nb_epochs, help="epochs of the n-gram branch's fit")
     p.add_argument("--wide-lr-scale", type=float, default=d.wide_lr_scale,
                    help="learning-rate multiplier of the n-gram branch")
     p.add_argument("--train-limit", type=int, default=0, help="use only the first N training reviews")
@@ -490,7 +512,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         bar.close()
     net = network_from_args(a)
     if a.smoke:
-        net = NetworkConfig(embed_dim=16, hidden_dim=16, pooling=a.pooling, ngram_buckets=a.ngram_buckets and 4096 or 0)
+        net = NetworkConfig(embed_dim=16, hidden_dim=16, pooling=a.pooling, ngram_buckets=a.ngram_buckets and 4096 or 0,
+                            nb_buckets=a.nb_buckets and 4096)
     return TrainConfig(
         data=data, out=a.out, checkpoint_dir=a.checkpoint_dir, resume=a.resume, seed=a.seed, device=a.device,
         threads=a.threads, epochs=a.epochs or (6 if a.smoke else d.epochs), patience=a.patience,
@@ -500,7 +523,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         max_train_tokens=a.max_train_tokens, vocab_size=500 if a.smoke else a.vocab_size, lowercase=not a.cased,
         pretrain_embeddings=not a.no_pretrain, train_limit=a.train_limit, self_train_rounds=(0 if a.smoke else d.self_train_rounds) if a.self_train is None else a.self_train,
         self_train_epochs=a.self_train_epochs, self_train_threshold=a.self_train_threshold,
-        wide_lr_scale=a.wide_lr_scale, lm_epochs=a.lm_epochs, lm_negatives=a.lm_negatives, version=a.version,
+        wide_lr_scale=a.wide_lr_scale, nb_epochs=a.nb_epochs, lm_epochs=a.lm_epochs, lm_negatives=a.lm_negatives, version=a.version,
         evaluate_test=not a.no_test, smoke=a.smoke, network=net)
 
 
