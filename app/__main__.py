@@ -19,7 +19,6 @@ import socket
 import sys
 import time
 
-import torch
 import uvicorn
 
 import model as sentiment_model
@@ -105,13 +104,8 @@ def bind(host: str, port: int) -> socket.socket | None:
 
 def load(settings: Settings, executor):
     """The model, loaded on the thread that will run it (app.torch_thread), or None after printing why not."""
-    def on_torch_thread():
-        if settings.torch_threads:
-            torch.set_num_threads(settings.torch_threads)
-        return sentiment_model.load_model(settings.model_dir, settings.device)
-
     try:
-        return executor.submit(on_torch_thread).result()
+        return executor.submit(sentiment_model.load_model, settings.model_dir, settings.device).result()
     except sentiment_model.ArtifactError as exc:
         fail(f"cannot load the model (SENTIMENT_MODEL_DIR): {exc}")
     except ValueError as exc:  # resolve_device: unknown or unavailable device
@@ -132,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     sock = bind(args.host, args.port)
     if sock is None:
         return EXIT_BAD_CONFIG
-    executor = torch_thread()
+    executor = torch_thread(settings.torch_workers, settings.torch_threads)
     model = load(settings, executor)
     if model is None:
         sock.close()

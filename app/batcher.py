@@ -6,9 +6,11 @@ past `max_batch_tokens`, or when `max_wait_ms` has passed since its oldest text 
 model was busy have usually waited that long already, so under load a batch leaves as soon as the model is free;
 with `max_wait_ms=0` an idle model takes the first text at once.
 
-The forward pass runs on one dedicated worker thread (`run_in_executor`), never on the event loop, so the loop
-keeps accepting and tokenising requests meanwhile. Jobs whose caller stopped waiting are dropped before the forward
-pass. A failing batch is retried text by text so that one bad text fails only itself.
+Forward passes run on the torch worker threads (`run_in_executor`), never on the event loop, so the loop keeps
+accepting and tokenising requests meanwhile. With `workers` > 1 up to that many batches run at once; the owner takes
+the next batch only when a worker is free, so texts that arrive meanwhile join it rather than wait behind it. Jobs
+whose caller stopped waiting are dropped before the forward pass. A failing batch is retried text by text so that
+one bad text fails only itself.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ class Batcher:
     def __init__(self, predict: Callable[[Sequence[Encoded]], list[float]], *, max_batch_size: int,
                  max_batch_tokens: int, max_wait_ms: float, max_queue: int, metrics: Metrics,
                  on_fatal: Callable[[BaseException], None] | None = None, max_queue_s: float | None = None,
-                 executor: ThreadPoolExecutor | None = None):
+                 executor: ThreadPoolExecutor | None = None, workers: int = 1):
         self._predict = predict
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
@@ -85,11 +87,15 @@ class Batcher:
         self._admitting = False
         self._flushing = False  # draining: stop lingering for batches to fill
         self._task: asyncio.Task | None = None
-        self._running: list[Job] = []  # the jobs of the forward pass under way
+        self._running: set[Job] = set()  # the jobs of the forward passes under way
+        self._batches: set[asyncio.Task] = set()
+        self._dead = False  # the owner task or a batch task died of a bug
+        self.workers = workers
+        self._free_workers = asyncio.Semaphore(workers)
         self._batch_id = 0
         self._rate: float | None = None  # texts per second, moving average over forward passes
-        # One thread: forward passes run one at a time, in order, on the thread that owns torch (app.torch_thread).
-        self._executor = executor or torch_thread()
+        # `workers` forward passes at most at a time, each on a thread of the torch pool (app.torch_thread).
+        self._executor = executor or torch_thread(workers)
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 
@@ -100,7 +106,7 @@ class Batcher:
 
     @property
     def running(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._task is not None and not self._task.done() and not self._dead
 
     @property
     def admitting(self) -> bool:
@@ -125,19 +131,20 @@ class Batcher:
         """Give up on admitted work (the shutdown grace ran out): its callers get `NotAdmitting` now, even those
         whose forward pass is still running (its results, if it ever ends, go nowhere)."""
         self._admitting = False
-        for job in self._running:
+        for job in list(self._running):
             if not job.future.done():
                 job.future.set_exception(NotAdmitting(reason))
         self._fail_queued(NotAdmitting(reason))
 
     async def stop(self) -> None:
         self._admitting = False
-        if self._task is not None and not self._task.done():
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        for task in [self._task, *self._batches]:
+            if task is not None and not task.done():
+                task.cancel()
+                try:
+                    await task
+                except asyncio.CancelledError:
+                    pass
         self._fail_queued(NotAdmitting("the server stopped before this text was processed"))
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -148,6 +155,7 @@ class Batcher:
         if exc is None:
             return
         self._admitting = False
+        self._dead = True
         log.critical("the batcher task died; the service cannot answer predictions any more", exc_info=exc)
         self._fail_queued(NotAdmitting("the batcher stopped; the server is restarting"))
         if self._on_fatal is not None:
@@ -206,11 +214,32 @@ class Batcher:
             while not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            await self._linger()
-            jobs = self._take_batch()
+            # A batch is taken only once a worker is free: until then texts keep queueing, so it leaves fuller.
+            await self._free_workers.acquire()
+            try:
+                await self._linger()
+                jobs = self._take_batch()
+            except BaseException:
+                self._free_workers.release()
+                raise
             self._metrics.queue_depth.set(len(self._queue))
-            if jobs:
-                await self._run_batch(jobs)
+            if not jobs:
+                self._free_workers.release()
+                continue
+            task = asyncio.create_task(self._run_batch(jobs), name=f"sentiment-batch-{self._batch_id + 1}")
+            self._batches.add(task)
+            task.add_done_callback(self._on_batch_done)
+
+    def _on_batch_done(self, task: asyncio.Task) -> None:
+        self._batches.discard(task)
+        self._free_workers.release()
+        if task.cancelled() or task.exception() is None:
+            return
+        # _run_batch answers every failure of the model itself; an exception here is a bug in the batcher, and a
+        # batcher with a bug must not go on looking healthy.
+        if self._task is not None and not self._task.done():
+            self._task.cancel(msg=f"a batch task failed: {task.exception()!r}")
+        self._on_task_done(task)
 
     async def _linger(self) -> None:
         """Wait for the batch to fill, until max_wait has passed since the oldest queued text arrived."""
@@ -263,24 +292,26 @@ class Batcher:
         # Sorted by length: rows of similar length sit together (the model pads to the longest row).
         jobs.sort(key=lambda j: j.encoded.cost)
         self._batch_id += 1
+        batch_id = self._batch_id
         start = time.monotonic()
         m = self._metrics
         m.batch_size.observe(len(jobs))
         m.batch_tokens.observe(jobs[-1].encoded.cost * len(jobs))
         for job in jobs:
             m.queue_seconds.observe(start - job.enqueued)
-        self._running = jobs
+        self._running.update(jobs)
+        concurrent = len(self._batches) or 1  # forward passes sharing the machine with this one
         try:
             results: list[float | BaseException] = list(await self.run_in_worker(self._forward, jobs))
         except Exception as exc:  # noqa: BLE001 - any failure of the model is reported per text below
             results = await self._isolate(jobs, exc)
         finally:
-            self._running = []
+            self._running.difference_update(jobs)
         elapsed = time.monotonic() - start
         m.inference_seconds.observe(elapsed)
         ok = sum(not isinstance(r, BaseException) for r in results)
         if ok:
-            rate = ok / max(elapsed, 1e-6)
+            rate = ok / max(elapsed, 1e-6) * concurrent
             self._rate = rate if self._rate is None else 0.8 * self._rate + 0.2 * rate
         m.texts.inc(ok)
         for job, result in zip(jobs, results):
@@ -289,7 +320,7 @@ class Batcher:
             if isinstance(result, BaseException):
                 job.future.set_exception(result)
             else:
-                job.future.set_result(Outcome(result, start - job.enqueued, elapsed, self._batch_id))
+                job.future.set_result(Outcome(result, start - job.enqueued, elapsed, batch_id))
         self._answered(len(jobs))
 
     def _forward(self, jobs: Sequence[Job]) -> list[float]:

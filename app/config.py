@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(1, ge=1, le=256, description="torch CPU threads for forward passes (empty: "
                                       "torch's default, one per core). 1 measured fastest on 2 cores: the event "
                                       "loop needs a core, and 2 OpenMP threads sharing with it ran up to 10x slower")
+    malloc_trim_s: float = Field(10.0, ge=0, le=3600, description="every this many seconds, between forward "
+                                 "passes, return freed heap memory to the OS (glibc malloc_trim) so the resident "
+                                 "set does not creep under steady load; 0: never")
+    torch_workers: int = Field(1, ge=1, le=64, description="forward passes run at once, each on its own thread "
+                               "with SENTIMENT_TORCH_THREADS intra-op threads")
     shutdown_grace_s: float = Field(30.0, ge=0, description="after SIGTERM, how long admitted work may take "
                                                            "before the server stops anyway")
     shutdown_delay_s: float = Field(0.0, ge=0, le=600, description="after SIGTERM, keep the port open this long "

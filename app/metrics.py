@@ -39,6 +39,9 @@ class Metrics:
         self.explained = Counter("sentiment_explained_texts", "texts explained (?explain=true)", registry=r)
         self.explain_seconds = Histogram("sentiment_explain_seconds", "time to explain one text (its occlusion "
                                          "forward passes)", buckets=SECONDS_BUCKETS, registry=r)
+        self.malloc_trim_seconds = Histogram("sentiment_malloc_trim_seconds", "time a periodic malloc_trim held "
+                                             "the forward-pass thread (SENTIMENT_MALLOC_TRIM_S)",
+                                             buckets=SECONDS_BUCKETS, registry=r)
         self.failures = Counter("sentiment_inference_failures", "texts whose forward pass raised", registry=r)
         self.queue_depth = Gauge("sentiment_queue_depth", "texts admitted and waiting for a forward pass",
                                  registry=r)

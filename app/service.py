@@ -12,9 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import torch
 
 import model as sentiment_model
+from app import memory
 from app.batcher import Batcher, InferenceError, NotAdmitting, Outcome, QueueFull
 from app.config import Settings
 from app.errors import ErrorCode, ServiceError
@@ -52,10 +52,11 @@ class Service:
         self.metrics = metrics
         self.model = model  # a loaded model.SentimentModel (or a stand-in with the same methods)
         self.batcher: Batcher | None = None
+        self._trimmer: asyncio.Task | None = None
         self.state: State = "starting"
         self._on_fatal = on_fatal
-        # Every torch call of the process runs on this one thread (see app.torch_thread for why).
-        self.torch_executor = torch_executor or torch_thread()
+        # Every torch call of the process runs on this pool's threads (see app.torch_thread for why).
+        self.torch_executor = torch_executor or torch_thread(settings.torch_workers, settings.torch_threads)
         # Requests asked to explain, from admission until answered: a drain waits for them as for queued texts.
         self._explaining = 0
         self._explained = asyncio.Event()
@@ -66,9 +67,6 @@ class Service:
     async def start(self) -> None:
         s = self.settings
         loop = asyncio.get_running_loop()
-        if s.torch_threads:
-            # Per thread in OpenMP: it must be set on the thread that runs the forward passes.
-            await loop.run_in_executor(self.torch_executor, torch.set_num_threads, s.torch_threads)
         if self.model is None:
             self.model = await loop.run_in_executor(self.torch_executor, sentiment_model.load_model, s.model_dir,
                                                     s.device)
@@ -77,15 +75,26 @@ class Service:
                                max_batch_tokens=s.max_batch_tokens, max_wait_ms=s.max_wait_ms,
                                max_queue=s.max_queue, metrics=self.metrics, on_fatal=self._fatal,
                                # Texts that would wait past half their deadline are refused (429) on arrival.
-                               max_queue_s=s.request_timeout_s / 2)
-        await self.batcher.run_in_worker(self._warm_up)
+                               max_queue_s=s.request_timeout_s / 2, workers=s.torch_workers)
+        # One warm-up per worker thread, submitted together so that each thread of the pool runs one.
+        await asyncio.gather(*(self.batcher.run_in_worker(self._warm_up) for _ in range(s.torch_workers)))
         self.batcher.start()
+        if s.malloc_trim_s and memory.trim_available():
+            self._trimmer = asyncio.create_task(self._trim_memory(s.malloc_trim_s), name="sentiment-malloc-trim")
         self.state = "ready"
         self.metrics.ready.set(1)
         log.info("ready: model %s %s on %s", self.model.name, self.model.version, self.model.device)
 
     def _warm_up(self) -> None:
         self.model.predict_encoded(self.model.encode(WARM_UP_TEXTS))
+
+    async def _trim_memory(self, every_s: float) -> None:
+        # On the forward-pass thread, so a trim waits for the batch under way instead of competing with it.
+        while True:
+            await asyncio.sleep(every_s)
+            started = time.monotonic()
+            await self.batcher.run_in_worker(memory.trim)
+            self.metrics.malloc_trim_seconds.observe(time.monotonic() - started)
 
     @property
     def ready(self) -> bool:
@@ -115,6 +124,10 @@ class Service:
     async def stop(self) -> None:
         if self.state != "draining":  # (the server entry point drains on SIGTERM, before the lifespan ends)
             await self.drain(self.settings.shutdown_grace_s)
+        if self._trimmer is not None:
+            self._trimmer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._trimmer
         if self.batcher is not None:
             await self.batcher.stop()
         if self.state != "failed":

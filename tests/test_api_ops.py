@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import re
+import time
 
 import httpx
+import pytest
 
 from app.main import create_app
 
@@ -187,3 +190,22 @@ def test_the_shipped_model_through_http(shipped_artifact, make_client):
         assert r.status_code == 200
         assert [x["label"] for x in r.json()["results"]] == ["positive", "negative"]
         assert c.get("/model").json()["metrics"]["test"]
+
+
+def test_freed_heap_memory_is_returned_to_the_os_periodically_between_forward_passes(make_client):
+    from app import memory
+
+    if not memory.trim_available():
+        pytest.skip("this C library has no malloc_trim (not glibc)")
+    with make_client(malloc_trim_s=0.05) as client:
+        assert client.post("/predict", json={"text": "A fine film."}).status_code == 200
+        deadline = time.monotonic() + 5
+        count = 0.0
+        while time.monotonic() < deadline and count < 2:
+            time.sleep(0.1)
+            text = client.get("/metrics").text
+            count = float(re.search(r"^sentiment_malloc_trim_seconds_count (\S+)$", text, re.M).group(1))
+        assert count >= 2
+    with make_client(malloc_trim_s=0) as client:
+        time.sleep(0.2)
+        assert re.search(r"^sentiment_malloc_trim_seconds_count 0\.0$", client.get("/metrics").text, re.M)

@@ -320,3 +320,82 @@ def test_model_is_loaded_warmed_and_run_on_the_same_single_thread(make_settings,
         assert client.post("/predict", json={"text": "great film"}).status_code == 200
     assert len(threads) >= 3  # load, warm-up, the request
     assert len(set(threads)) == 1 and threads[0].startswith("sentiment-torch"), threads
+
+
+def test_with_two_workers_two_forward_passes_run_at_once_on_different_threads():
+    class Rendezvous(FakeModel):
+        """Each forward pass waits until another one is running too: only parallel workers can finish."""
+
+        def __init__(self):
+            super().__init__()
+            self.both = threading.Barrier(2, timeout=10)
+
+        def predict_encoded(self, batch):
+            self.both.wait()
+            return super().predict_encoded(batch)
+
+    async def main():
+        fake = Rendezvous()
+        b, metrics = make(fake, max_batch_size=2, max_wait_ms=0, workers=2)
+        b.start()
+        outcomes = await gather_jobs(b.submit([enc(1), enc(2), enc(3), enc(4)]))
+        await b.stop()
+        return fake, outcomes, metrics
+
+    fake, outcomes, metrics = asyncio.run(main())
+    assert [o.positive for o in outcomes] == [0.001, 0.002, 0.003, 0.004]
+    assert sorted(fake.batches) == [[1, 2], [3, 4]]
+    assert len(fake.threads) == 2
+    assert len({o.batch_id for o in outcomes}) == 2
+    assert sample(metrics, "sentiment_texts_total") == 4
+
+
+def test_with_one_worker_forward_passes_never_overlap():
+    class Exclusive(FakeModel):
+        def __init__(self):
+            super().__init__()
+            self.inside = 0
+            self.most = 0
+
+        def predict_encoded(self, batch):
+            self.inside += 1
+            self.most = max(self.most, self.inside)
+            time.sleep(0.01)
+            try:
+                return super().predict_encoded(batch)
+            finally:
+                self.inside -= 1
+
+    async def main():
+        fake = Exclusive()
+        b, _ = make(fake, max_batch_size=2, max_wait_ms=0)
+        b.start()
+        await gather_jobs(b.submit([enc(n) for n in range(1, 9)]))
+        await b.stop()
+        return fake
+
+    fake = asyncio.run(main())
+    assert len(fake.batches) >= 4 and fake.most == 1
+
+
+def test_a_bug_in_a_batch_task_stops_the_batcher_and_reports_it_once():
+    async def main():
+        fatal: list[BaseException] = []
+        fake = FakeModel()
+        b, _ = make(fake, max_wait_ms=0, workers=2, on_fatal=fatal.append)
+        b.start()
+        b._answered = lambda count: 1 / 0  # a bug after the forward pass, in the batcher's own code
+        await gather_jobs(b.submit([enc(1)]))
+        for _ in range(100):
+            if fatal:
+                break
+            await asyncio.sleep(0.01)
+        running, admitting = b.running, b.admitting
+        with pytest.raises(NotAdmitting):
+            b.submit([enc(2)])
+        await b.stop()
+        return fatal, running, admitting
+
+    fatal, running, admitting = asyncio.run(main())
+    assert len(fatal) == 1 and isinstance(fatal[0], ZeroDivisionError)
+    assert not running and not admitting
