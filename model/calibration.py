@@ -19,7 +19,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 200
         return loss
 
     optimiser.step(closure)
-    return float(log_t.exp())
+    return float(log_t.detach().exp())
 
 
 def fit_blend(inputs: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> tuple[list[float], float]:

@@ -48,6 +48,7 @@ def render(artifact: Path, root: Path) -> str:
     training = metrics["training"]
     test = metrics.get("test")
     rel = lambda p: os.path.relpath(p, root)  # noqa: E731
+    blend = metrics.get("blend")
     lines = [f"# Model card: {config['name']} {config['version']}", "",
              "Binary sentiment (positive / negative) of English movie reviews, returned as a calibrated "
              "probability. Served by this repository's HTTP service; `GET /model` returns the same facts.", "",
@@ -64,6 +65,12 @@ def render(artifact: Path, root: Path) -> str:
              f"{net['pooling'].replace('_', '+')} pooling → MLP → logit"
              + (f"; plus a linear branch over {net['ngram_buckets']} hashed unigram+bigram buckets" if net.get(
                  "ngram_buckets") else "") + ".",
+             *([f"- Blended with an NB-weighted logistic regression over which of {net['nb_buckets']} hashed "
+                "unigram+bigram buckets a review contains (NBSVM-style, fitted on the training split after the "
+                f"LSTM): logit = {blend['weights'][0]:.3f} × LSTM + {blend['weights'][1]:.3f} × n-gram "
+                f"{blend['bias']:+.3f}, fitted on validation, where the LSTM alone scored "
+                f"{blend['val_accuracy_lstm']:.4f} and the n-gram model alone {blend['val_accuracy_ngram']:.4f}."]
+               if net.get("nb_buckets") and blend else []),
              "- Reads the whole review (no truncation); padding provably does not change a result.",
              f"- Calibration: temperature {config['temperature']:.3f} fitted on the validation split.", "",
              "## Training data and procedure", "",

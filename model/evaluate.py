@@ -1,6 +1,6 @@
 """Score an artifact on the IMDB test split through `load_model().predict_proba` (the path the service uses).
 
-    python -m model.evaluate --artifact model/artifacts/imdb-lstm-v1 --data ../shared/data/aclImdb_v1.tar.gz
+    python -m model.evaluate --artifact model/artifacts/imdb-lstm-v2 --data ../shared/data/aclImdb_v1.tar.gz
 
 Prints and writes (to --out, default ARTIFACT/report) accuracy, precision/recall/F1, ROC-AUC, ECE, Brier, the
 confusion matrix, accuracy by review length, and a reliability diagram and confusion-matrix PNG.

@@ -12,7 +12,7 @@ An optional "wide" branch adds a linear model over hashed unigram+bigram ids (fa
 real tokens). Bag-of-n-grams and LSTMs make different mistakes on IMDB, so summing their logits helps; it is a
 config switch (`ngram_buckets=0` turns it off) kept only because it pays on validation.
 
-A separately trained NB-weighted n-gram model (`model.ngram`, `nb_buckets`) is blended with the LSTM's logit by
+A separately trained NB-weighted uni/bi/trigram model (`model.ngram`, `nb_buckets`) is blended with the LSTM's logit by
 two weights and a bias fitted on validation. It is fitted after the LSTM; until then the blend passes the LSTM's
 logit through unchanged, so training and early stopping see the LSTM alone.
 """
@@ -41,7 +41,8 @@ class NetworkConfig:
     dropout: float = 0.4
     embed_dropout: float = 0.2
     ngram_buckets: int = 1 << 20
-    nb_buckets: int = 1 << 20
+    nb_buckets: int = 1 << 21
+    nb_order: int = 3
 
     def __post_init__(self) -> None:
         if self.pooling not in POOLINGS:
@@ -96,7 +97,7 @@ class SentimentLSTM(nn.Module):
             nn.init.zeros_(self.unigram_weights.weight)
             nn.init.zeros_(self.bigram_weights.weight)
         if c.nb_buckets:
-            self.ngram = NgramBranch(c.vocab_size, c.nb_buckets)
+            self.ngram = NgramBranch(c.vocab_size, c.nb_buckets, c.nb_order)
             self.blend = nn.Linear(2, 1)
             with torch.no_grad():  # identity on the LSTM's logit until the branch is fitted
                 self.blend.weight.copy_(torch.tensor([[1.0, 0.0]]))

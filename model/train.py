@@ -66,7 +66,7 @@ class TrainConfig:
     pretrain_embeddings: bool = True
     train_limit: int = 0
     name: str = "imdb-lstm"
-    version: str = "1.0.0"
+    version: str = "2.0.0"
     evaluate_test: bool = True
     smoke: bool = False
     progress: bool = True
@@ -144,6 +144,17 @@ def predict_logits(network: SentimentLSTM, seqs: list[list[int]], device: torch.
         ids, lengths = make_batch([seqs[i] for i in idx], 0, None, device)
         out[idx] = (network.blend_inputs(ids, lengths) if blend_inputs else network(ids, lengths)).float().cpu()
     return out
+
+
+def load_lstm_weights(network: SentimentLSTM, state: dict) -> None:
+    """Load a checkpoint's weights, except the n-gram branch and blend: those are fitted after the LSTM stages, on
+    every run (a resume of a finished run re-fits them, e.g. with other --nb-* settings)."""
+    fitted_later = ("ngram.", "blend.")
+    missing, unexpected = network.load_state_dict({k: v for k, v in state.items() if not k.startswith(fitted_later)},
+                                                  strict=False)
+    missing = [k for k in missing if not k.startswith(fitted_later)]
+    if missing or unexpected:
+        raise RuntimeError(f"checkpoint does not match the network: missing {missing}, unexpected {unexpected}")
 
 
 def binary_metrics(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0) -> dict:
@@ -302,7 +313,7 @@ def train(cfg: TrainConfig, cache: dict | None = None) -> dict:
     if cfg.lm_epochs and unsup:
         lm_path = ckpt_dir / "lm.pt"  # pre-training is done once per run; a resume reuses it
         if cfg.resume and lm_path.is_file():
-            network.load_state_dict(torch.load(lm_path, map_location=device, weights_only=True))
+            load_lstm_weights(network, torch.load(lm_path, map_location=device, weights_only=True))
             log(f"language-model pre-training loaded from {lm_path}")
         else:
             t0 = time.time()
@@ -318,7 +329,7 @@ def train(cfg: TrainConfig, cache: dict | None = None) -> dict:
     saved = None
     if cfg.resume and (ckpt_dir / "last.pt").is_file():
         saved = torch.load(ckpt_dir / "last.pt", map_location=device, weights_only=False)  # our own checkpoint
-        network.load_state_dict(saved["network"])
+        load_lstm_weights(network, saved["network"])
         random.setstate(saved["python_rng"])
         torch.set_rng_state(saved["torch_rng"])
         state = saved["state"]
@@ -374,9 +385,9 @@ def train(cfg: TrainConfig, cache: dict | None = None) -> dict:
         state["stage_start"] = state["epoch"]
         if state["stage"] < len(stage_epochs):
             # The next stage starts from the best weights so far, not from the last (possibly over-fitted) ones.
-            network.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location=device, weights_only=True))
+            load_lstm_weights(network, torch.load(ckpt_dir / "best.pt", map_location=device, weights_only=True))
 
-    network.load_state_dict(torch.load(ckpt_dir / "best.pt", map_location=device, weights_only=True))
+    load_lstm_weights(network, torch.load(ckpt_dir / "best.pt", map_location=device, weights_only=True))
     blend = None
     if net_cfg.nb_buckets:
         t0 = time.time()
@@ -441,14 +452,15 @@ def add_network_args(parser: argparse.ArgumentParser) -> None:
                    help=f"hash buckets of the wide unigram+bigram branch (0 disables it; default {d.ngram_buckets}, "
                         f"0 with --smoke)")
     g.add_argument("--nb-buckets", type=int, default=d.nb_buckets,
-                   help=f"hash buckets of the NB-weighted unigram+bigram model blended with the LSTM (0 disables "
-                        f"it; default {d.nb_buckets}, 4096 with --smoke)")
+                   help=f"hash buckets of the NB-weighted n-gram model blended with the LSTM (0 disables it; "
+                        f"default {d.nb_buckets}, 4096 with --smoke)")
+    g.add_argument("--nb-order", type=int, default=d.nb_order, help="longest n-gram of that model")
 
 
 def network_from_args(args: argparse.Namespace) -> NetworkConfig:
     return NetworkConfig(embed_dim=args.embed_dim, hidden_dim=args.hidden_dim, num_layers=args.layers,
                          bidirectional=not args.unidirectional, pooling=args.pooling, dropout=args.dropout,
-                         embed_dropout=args.embed_dropout, nb_buckets=args.nb_buckets,
+                         embed_dropout=args.embed_dropout, nb_buckets=args.nb_buckets, nb_order=args.nb_order,
                          ngram_buckets=NetworkConfig().ngram_buckets if args.ngram_buckets is None else args.ngram_buckets)
 
 
@@ -513,7 +525,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     net = network_from_args(a)
     if a.smoke:
         net = NetworkConfig(embed_dim=16, hidden_dim=16, pooling=a.pooling, ngram_buckets=a.ngram_buckets and 4096 or 0,
-                            nb_buckets=a.nb_buckets and 4096)
+                            nb_buckets=a.nb_buckets and 4096, nb_order=a.nb_order)
     return TrainConfig(
         data=data, out=a.out, checkpoint_dir=a.checkpoint_dir, resume=a.resume, seed=a.seed, device=a.device,
         threads=a.threads, epochs=a.epochs or (6 if a.smoke else d.epochs), patience=a.patience,

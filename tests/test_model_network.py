@@ -25,7 +25,7 @@ def test_padding_never_changes_a_result(pooling, bidirectional, ngram_buckets, n
                                       nb_buckets=nb_buckets)).eval()
     if nb_buckets:
         with torch.no_grad():  # a fitted-looking branch, so the blend really reads it
-            net.ngram.weight.normal_()
+            net.ngram.weight.normal_()  # (a half-precision table, as shipped)
             net.blend.weight.fill_(0.7)
     rows = [torch.randint(2, 50, (n,)) for n in (1, 7, 3, 12)]
     with torch.inference_mode():
