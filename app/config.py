@@ -49,8 +49,9 @@ class Settings(BaseSettings):
     malloc_trim_s: float = Field(10.0, ge=0, le=3600, description="every this many seconds, between forward "
                                  "passes, return freed heap memory to the OS (glibc malloc_trim) so the resident "
                                  "set does not creep under steady load; 0: never")
-    torch_workers: int = Field(1, ge=1, le=64, description="forward passes run at once, each on its own thread "
-                               "with SENTIMENT_TORCH_THREADS intra-op threads")
+    torch_workers: int = Field(2, ge=1, le=64, description="forward passes run at once, each on its own thread "
+                               "with SENTIMENT_TORCH_THREADS intra-op threads. On 2 cores, 2 workers x 1 thread "
+                               "ran 1,238 reviews/s against 637 for 1 worker x 2 threads (batch 32); on a GPU use 1")
     shutdown_grace_s: float = Field(30.0, ge=0, description="after SIGTERM, how long admitted work may take "
                                                            "before the server stops anyway")
     shutdown_delay_s: float = Field(0.0, ge=0, le=600, description="after SIGTERM, keep the port open this long "

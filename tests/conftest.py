@@ -62,7 +62,9 @@ def loaded_model(smoke_artifact: Path) -> model.SentimentModel:
 @pytest.fixture
 def make_settings(smoke_artifact: Path) -> Callable[..., Settings]:
     def make(**overrides) -> Settings:
-        return Settings(**{"model_dir": smoke_artifact, "device": "cpu", **overrides})
+        # One torch worker unless a test asks for more: the gated-model tests hold one forward pass and count on the
+        # texts behind it queueing (tests/test_batcher.py and test_api_predict.py cover several workers).
+        return Settings(**{"model_dir": smoke_artifact, "device": "cpu", "torch_workers": 1, **overrides})
 
     return make
 

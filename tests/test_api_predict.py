@@ -28,7 +28,7 @@ UNICODE = {
 }
 
 
-def check_result(result: dict, model_version: str = "1.0.0") -> None:
+def check_result(result: dict, model_version: str = "2.0.0") -> None:
     assert set(result) == {"label", "probabilities", "tokens", "truncated", "model_version"}
     p = result["probabilities"]
     assert 0 <= p["positive"] <= 1 and math.isclose(p["positive"] + p["negative"], 1, abs_tol=1e-9)
@@ -146,8 +146,10 @@ def test_simultaneous_requests_on_an_idle_model_are_batched_within_max_wait(make
     assert len(gated_model.batches) < len(TEXTS)
 
 
-def test_results_are_the_same_alone_in_a_batch_request_and_batched_with_others(make_settings, loaded_model, asgi):
-    app = create_app(make_settings(max_wait_ms=100), model=loaded_model)
+@pytest.mark.parametrize("workers", [1, 2])
+def test_results_are_the_same_alone_in_a_batch_request_and_batched_with_others(make_settings, loaded_model, asgi,
+                                                                               workers):
+    app = create_app(make_settings(max_wait_ms=100, torch_workers=workers, max_batch_size=4), model=loaded_model)
 
     async def main():
         async with asgi(app) as c:

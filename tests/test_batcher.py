@@ -291,7 +291,8 @@ def test_texts_that_would_wait_past_the_time_budget_are_refused_on_arrival():
     assert sample(metrics, "sentiment_rejected_texts_total", {"reason": "queue_too_slow"}) == 6
 
 
-def test_model_is_loaded_warmed_and_run_on_the_same_single_thread(make_settings, monkeypatch):
+@pytest.mark.parametrize("workers", [1, 2])
+def test_model_is_loaded_warmed_and_run_only_on_the_torch_pool(make_settings, monkeypatch, workers):
     """torch ran 7x slower on a thread other than the one that loaded the model (app/torch_thread.py)."""
     import threading
 
@@ -316,10 +317,11 @@ def test_model_is_loaded_warmed_and_run_on_the_same_single_thread(make_settings,
         return loaded
 
     monkeypatch.setattr(service_module.sentiment_model, "load_model", spy_load)
-    with TestClient(create_app(make_settings())) as client:  # no model passed: the service loads it
+    with TestClient(create_app(make_settings(torch_workers=workers))) as client:  # the service loads the model
         assert client.post("/predict", json={"text": "great film"}).status_code == 200
-    assert len(threads) >= 3  # load, warm-up, the request
-    assert len(set(threads)) == 1 and threads[0].startswith("sentiment-torch"), threads
+    assert len(threads) >= 2 + workers  # load, a warm-up per worker, the request
+    assert all(t.startswith("sentiment-torch") for t in threads), threads
+    assert len(set(threads[1:1 + workers])) == workers, threads  # every worker thread was warmed up
 
 
 def test_with_two_workers_two_forward_passes_run_at_once_on_different_threads():
