@@ -36,7 +36,7 @@ tune: $(STAMP)
 	$(BIN)/python -m model.tune --data $(DATA) $(TUNE_ARGS)
 
 evaluate: $(STAMP)
-	$(BIN)/python -m model.evaluate --artifact model/artifacts/imdb-lstm-v1 --data $(DATA)
+	$(BIN)/python -m model.evaluate --artifact model/artifacts/imdb-lstm-v2 --data $(DATA)
 
 # Needs wrk (apt-get install -y wrk) and a quiet machine; writes bench/results/ (see docs/benchmarks.md).
 bench: $(STAMP)
