@@ -65,8 +65,9 @@ def render(artifact: Path, root: Path) -> str:
              f"{net['pooling'].replace('_', '+')} pooling → MLP → logit"
              + (f"; plus a linear branch over {net['ngram_buckets']} hashed unigram+bigram buckets" if net.get(
                  "ngram_buckets") else "") + ".",
-             *([f"- Blended with an NB-weighted logistic regression over which of {net['nb_buckets']} hashed "
-                "unigram+bigram buckets a review contains (NBSVM-style, fitted on the training split after the "
+             *([f"- Blended with an NB-weighted logistic regression over which unigrams and hashed "
+                f"{'bi- and trigrams' if net.get('nb_order', 2) >= 3 else 'bigrams'} ({net['nb_buckets']} "
+                "half-precision buckets) a review contains (NBSVM-style, fitted on the training split after the "
                 f"LSTM): logit = {blend['weights'][0]:.3f} × LSTM + {blend['weights'][1]:.3f} × n-gram "
                 f"{blend['bias']:+.3f}, fitted on validation, where the LSTM alone scored "
                 f"{blend['val_accuracy_lstm']:.4f} and the n-gram model alone {blend['val_accuracy_ngram']:.4f}."]
@@ -76,8 +77,8 @@ def render(artifact: Path, root: Path) -> str:
              "## Training data and procedure", "",
              f"- IMDB Large Movie Review Dataset (Maas et al., 2011): {training['train_reviews']} training reviews, "
              f"{val['size']} held out for validation (stratified, seed {training['seed']}), "
-             f"{training['unlabelled_reviews']} unlabelled reviews for the word vectors and tokenizer. The test "
-             "split was used once, for the numbers below.",
+             f"{training['unlabelled_reviews']} unlabelled reviews for the word vectors, tokenizer and "
+             "self-training. Nothing was fitted or selected on the test split; it gives the numbers below.",
              f"- {len(metrics['history'])} epochs of AdamW with early stopping on validation accuracy (best epoch "
              f"{metrics['best_epoch']}); {training['seconds'] / 60:.0f} min on {training['device']} "
              f"({training['hardware']}), torch {training['torch']}"
