@@ -5,20 +5,26 @@ from __future__ import annotations
 import torch
 
 
+def _minimise(params: list[torch.Tensor], loss_fn, steps: int) -> None:
+    """L-BFGS with a strong-Wolfe line search: a few smooth parameters, full-batch, in float64."""
+    optimiser = torch.optim.LBFGS(params, lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+
+
 def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, steps: int = 200) -> float:
     """The T > 0 minimising the NLL of sigmoid(logits / T) on held-out data (validation, never test)."""
     logits = logits.detach().double()
     labels = labels.double()
     log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)  # optimise log T so T stays positive
-    optimiser = torch.optim.LBFGS([log_t], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(logits / log_t.exp(), labels)
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
+    _minimise([log_t], lambda: torch.nn.functional.binary_cross_entropy_with_logits(logits / log_t.exp(), labels),
+              steps)
     return float(log_t.detach().exp())
 
 
@@ -34,15 +40,8 @@ def fit_blend(inputs: torch.Tensor, labels: torch.Tensor, steps: int = 200, l2: 
     y = labels.double()
     w = torch.ones(x.size(1), dtype=torch.float64, requires_grad=True)
     b = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.LBFGS([w, b], lr=0.5, max_iter=steps, line_search_fn="strong_wolfe")
-
-    def closure() -> torch.Tensor:
-        optimiser.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y) + l2 * w.pow(2).sum()
-        loss.backward()
-        return loss
-
-    optimiser.step(closure)
+    _minimise([w, b], lambda: torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y) + l2 * w.pow(2).sum(),
+              steps)
     return [float(v) for v in w.detach()], float(b.detach())
 
 

@@ -64,24 +64,26 @@ class NgramBranch(nn.Module):
         self.register_buffer("weight", torch.zeros(buckets, dtype=torch.float16))
         self.register_buffer("bias", torch.zeros(()))
 
+    def features(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return present_ngrams(ids, lengths, self.vocab_size, self.buckets, self.order)
+
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        return ngram_logit(self.weight, self.bias, ids, lengths, self.vocab_size, self.buckets, self.order)
+        return bag_logit(self.weight, self.bias, *self.features(ids, lengths))
 
 
-def ngram_logit(weight: torch.Tensor, bias: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor, vocab_size: int,
-                buckets: int, order: int, scale: torch.Tensor | None = None) -> torch.Tensor:
-    grams, keep = present_ngrams(ids, lengths, vocab_size, buckets, order)
+def bag_logit(weight: torch.Tensor, bias: torch.Tensor, grams: torch.Tensor, keep: torch.Tensor,
+              scale: torch.Tensor | None = None) -> torch.Tensor:
+    """bias + the sum of (scaled) weights of the kept buckets of each row (`present_ngrams`' output)."""
     w = weight[grams].float()
     if scale is not None:
         w = w * scale[grams]
     return (w * keep.float()).sum(1) + bias
 
 
-def log_count_ratio(batches, vocab_size: int, buckets: int, order: int, alpha: float = 1.0) -> torch.Tensor:
-    """Naive-Bayes log-count ratio per bucket, log(p/|p|) - log(q/|q|), from (ids, lengths, labels) batches."""
+def log_count_ratio(batches, buckets: int, alpha: float = 1.0) -> torch.Tensor:
+    """Naive-Bayes log-count ratio per bucket, log(p/|p|) - log(q/|q|), from (grams, keep, labels) batches."""
     counts = torch.full((2, buckets), alpha, dtype=torch.float64)
-    for ids, lengths, labels in batches:
-        grams, keep = present_ngrams(ids, lengths, vocab_size, buckets, order)
+    for grams, keep, labels in batches:
         for label in (0, 1):
             rows = keep & (labels == label).unsqueeze(1)
             counts[label] += torch.bincount(grams[rows], minlength=buckets).double()
@@ -100,27 +102,24 @@ def fit_ngram_branch(branch: NgramBranch, make_batch, seqs: list[list[int]], lab
     """
     rng = random.Random(seed)
     order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
-    chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
-
-    def batches():
-        for idx in chunks:
-            ids, lengths = make_batch([seqs[i] for i in idx])
-            yield ids, lengths, labels[idx].to(ids.device)
+    batches = []  # padded and hashed once, reused by the ratio and every epoch
+    for start in range(0, len(order), batch_size):
+        idx = order[start:start + batch_size]
+        ids, lengths = make_batch([seqs[i] for i in idx])
+        batches.append((*branch.features(ids, lengths), labels[idx].to(ids.device)))
 
     device = branch.weight.device
-    ratio = log_count_ratio(batches(), branch.vocab_size, branch.buckets, branch.order).to(device)
+    ratio = log_count_ratio(batches, branch.buckets).to(device)
     weight = nn.Parameter(torch.zeros(branch.buckets, device=device))  # trained in full precision
     bias = nn.Parameter(torch.zeros((), device=device))
     optimiser = torch.optim.Adam([weight, bias], lr=lr)
     loss_fn = nn.BCEWithLogitsLoss()
     for epoch in range(epochs):
-        rng.shuffle(chunks)
-        bar = tqdm(list(batches()), desc=f"n-gram branch epoch {epoch + 1}/{epochs}", disable=not progress,
+        rng.shuffle(batches)
+        bar = tqdm(batches, desc=f"n-gram branch epoch {epoch + 1}/{epochs}", disable=not progress,
                    unit="batch", dynamic_ncols=True)
-        for ids, lengths, y in bar:
-            logit = ngram_logit(weight, bias, ids, lengths, branch.vocab_size, branch.buckets, branch.order, ratio)
-            loss = loss_fn(logit, y.float())
-            grams, keep = present_ngrams(ids, lengths, branch.vocab_size, branch.buckets, branch.order)
+        for grams, keep, y in bar:
+            loss = loss_fn(bag_logit(weight, bias, grams, keep, ratio), y.float())
             touched = grams[keep].unique()
             loss = loss + l2 * weight[touched].pow(2).sum() * len(y) / len(seqs)
             optimiser.zero_grad(set_to_none=True)

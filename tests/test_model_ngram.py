@@ -51,7 +51,7 @@ def test_fitting_learns_the_words_that_carry_the_label():
     def batch(rows):
         return make_batch(rows, 0, None, torch.device("cpu"))
 
-    ratio = log_count_ratio([(*batch(seqs), labels)], VOCAB, BUCKETS, 3)
+    ratio = log_count_ratio([(*present_ngrams(*batch(seqs), VOCAB, BUCKETS, 3), labels)], BUCKETS)
     assert ratio[good] > 1 > -1 > ratio[bad]
     fit_ngram_branch(branch, batch, seqs, labels, epochs=3, batch_size=32, lr=0.05, progress=False)
     with torch.no_grad():
