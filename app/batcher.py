@@ -90,7 +90,6 @@ class Batcher:
         self._running: set[Job] = set()  # the jobs of the forward passes under way
         self._batches: set[asyncio.Task] = set()
         self._dead = False  # the owner task or a batch task died of a bug
-        self.workers = workers
         self._free_workers = asyncio.Semaphore(workers)
         self._batch_id = 0
         self._rate: float | None = None  # texts per second, moving average over forward passes
