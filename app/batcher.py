@@ -1,13 +1,14 @@
 """Gathers texts from concurrent requests into batches for the model: one asyncio task owns the queue.
 
-Each admitted text is a `Job` whose future the caller awaits. The owner task takes jobs in arrival order and closes
+Each admitted text is a `Job` whose future the caller awaits. The batcher sees a text only as an item with a `cost`
+(the LSTM time steps it will take); `predict` gets a batch of items and returns one result per item. The owner task takes jobs in arrival order and closes
 a batch when it holds `max_batch_size` texts, when one more text would push the padded cost (longest text × texts)
 past `max_batch_tokens`, or when `max_wait_ms` has passed since its oldest text arrived. Texts that queued while the
 model was busy have usually waited that long already, so under load a batch leaves as soon as the model is free;
 with `max_wait_ms=0` an idle model takes the first text at once.
 
 Forward passes run on the torch worker threads (`run_in_executor`), never on the event loop, so the loop keeps
-accepting and tokenising requests meanwhile. With `workers` > 1 up to that many batches run at once; the owner takes
+accepting requests meanwhile. With `workers` > 1 up to that many batches run at once; the owner takes
 the next batch only when a worker is free, so texts that arrive meanwhile join it rather than wait behind it. Jobs
 whose caller stopped waiting are dropped before the forward pass. A failing batch is retried text by text so that
 one bad text fails only itself.
@@ -24,10 +25,10 @@ from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from app.metrics import Metrics
 from app.torch_thread import torch_thread
-from model import Encoded
 
 log = logging.getLogger("app.batcher")
 
@@ -48,9 +49,14 @@ class InferenceError(Exception):
         self.error_id = error_id
 
 
+class Item(Protocol):
+    @property
+    def cost(self) -> int: ...
+
+
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    positive: float
+    result: Any  # what `predict` returned for this item
     queue_s: float
     inference_s: float
     batch_id: int
@@ -58,14 +64,14 @@ class Outcome:
 
 @dataclass(eq=False, slots=True)
 class Job:
-    encoded: Encoded
+    item: Item
     future: asyncio.Future[Outcome]
     enqueued: float
     abandoned: str | None = None
 
 
 class Batcher:
-    def __init__(self, predict: Callable[[Sequence[Encoded]], list[float]], *, max_batch_size: int,
+    def __init__(self, predict: Callable[[Sequence[Item]], Sequence[Any]], *, max_batch_size: int,
                  max_batch_tokens: int, max_wait_ms: float, max_queue: int, metrics: Metrics,
                  on_fatal: Callable[[BaseException], None] | None = None, max_queue_s: float | None = None,
                  executor: ThreadPoolExecutor | None = None, workers: int = 1):
@@ -174,12 +180,12 @@ class Batcher:
             self._metrics.rejected.labels("queue_too_slow").inc(count)
             raise QueueFull(self.retry_after_s(count))
 
-    def submit(self, encoded: Sequence[Encoded]) -> list[Job]:
+    def submit(self, items: Sequence[Item]) -> list[Job]:
         """Admit all texts of one request or none of them."""
-        self.check_room(len(encoded))
+        self.check_room(len(items))
         loop = asyncio.get_running_loop()
         now = time.monotonic()
-        jobs = [Job(e, loop.create_future(), now) for e in encoded]
+        jobs = [Job(item, loop.create_future(), now) for item in items]
         self._queue.extend(jobs)
         self._outstanding += len(jobs)
         self._idle.clear()
@@ -261,9 +267,9 @@ class Batcher:
         for job in self._queue:
             if job.future.done():
                 continue
-            if count and not self._fits(count, longest, job.encoded.cost):
+            if count and not self._fits(count, longest, job.item.cost):
                 return True
-            count, longest = count + 1, max(longest, job.encoded.cost)
+            count, longest = count + 1, max(longest, job.item.cost)
         return count >= self.max_batch_size
 
     def _take_batch(self) -> list[Job]:
@@ -276,10 +282,10 @@ class Batcher:
                 self._metrics.dropped.labels(job.abandoned or "cancelled").inc()
                 self._answered(1)
                 continue
-            if jobs and not self._fits(len(jobs), longest, job.encoded.cost):
+            if jobs and not self._fits(len(jobs), longest, job.item.cost):
                 break  # (a single text over the token budget still runs, alone)
             jobs.append(self._queue.popleft())
-            longest = max(longest, job.encoded.cost)
+            longest = max(longest, job.item.cost)
         return jobs
 
     def _answered(self, count: int) -> None:
@@ -289,19 +295,19 @@ class Batcher:
 
     async def _run_batch(self, jobs: list[Job]) -> None:
         # Sorted by length: rows of similar length sit together (the model pads to the longest row).
-        jobs.sort(key=lambda j: j.encoded.cost)
+        jobs.sort(key=lambda j: j.item.cost)
         self._batch_id += 1
         batch_id = self._batch_id
         start = time.monotonic()
         m = self._metrics
         m.batch_size.observe(len(jobs))
-        m.batch_tokens.observe(jobs[-1].encoded.cost * len(jobs))
+        m.batch_tokens.observe(jobs[-1].item.cost * len(jobs))
         for job in jobs:
             m.queue_seconds.observe(start - job.enqueued)
         self._running.update(jobs)
         concurrent = len(self._batches) or 1  # forward passes sharing the machine with this one
         try:
-            results: list[float | BaseException] = list(await self.run_in_worker(self._forward, jobs))
+            results: list[Any] = list(await self.run_in_worker(self._forward, jobs))
         except Exception as exc:  # noqa: BLE001 - any failure of the model is reported per text below
             results = await self._isolate(jobs, exc)
         finally:
@@ -322,21 +328,21 @@ class Batcher:
                 job.future.set_result(Outcome(result, start - job.enqueued, elapsed, batch_id))
         self._answered(len(jobs))
 
-    def _forward(self, jobs: Sequence[Job]) -> list[float]:
-        probs = self._predict([j.encoded for j in jobs])
-        if len(probs) != len(jobs):
-            raise RuntimeError(f"the model returned {len(probs)} results for {len(jobs)} texts")
-        return probs
+    def _forward(self, jobs: Sequence[Job]) -> list[Any]:
+        results = list(self._predict([j.item for j in jobs]))
+        if len(results) != len(jobs):
+            raise RuntimeError(f"the model returned {len(results)} results for {len(jobs)} texts")
+        return results
 
-    async def _isolate(self, jobs: list[Job], exc: Exception) -> list[float | BaseException]:
+    async def _isolate(self, jobs: list[Job], exc: Exception) -> list[Any]:
         """A batch failed: rerun its texts one by one so that only the failing ones fail."""
         if len(jobs) == 1:
             return [self._failure(exc, 1)]
         log.warning("a forward pass over %d texts failed (%s); retrying them one by one", len(jobs), exc)
-        results: list[float | BaseException] = []
+        results: list[Any] = []
         for job in jobs:
             if job.future.done():
-                results.append(0.0)  # nobody is waiting for it
+                results.append(None)  # nobody is waiting for it
                 continue
             try:
                 results.extend(await self.run_in_worker(self._forward, [job]))

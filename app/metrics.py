@@ -25,8 +25,9 @@ class Metrics:
         self.texts = Counter("sentiment_texts", "texts classified", registry=r)
         self.batch_size = Histogram("sentiment_batch_size", "texts per forward pass", buckets=BATCH_SIZE_BUCKETS,
                                     registry=r)
-        self.batch_tokens = Histogram("sentiment_batch_tokens", "padded tokens (longest text x texts) per forward "
-                                      "pass", buckets=tuple(float(4**i) for i in range(1, 10)), registry=r)
+        self.batch_tokens = Histogram("sentiment_batch_tokens", "padded tokens per forward pass (longest text x "
+                                      "texts, estimated from text length: batches are planned before tokenising)",
+                                      buckets=tuple(float(4**i) for i in range(1, 10)), registry=r)
         self.queue_seconds = Histogram("sentiment_queue_seconds", "time a text waited from admission to its "
                                        "forward pass", buckets=SECONDS_BUCKETS, registry=r)
         self.inference_seconds = Histogram("sentiment_inference_seconds", "duration of one forward pass",

@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -24,8 +24,6 @@ from model.explain import explain as explain_text
 
 log = logging.getLogger("app.service")
 
-# Below this many characters per request, tokenising on the event loop is cheaper than a hop to a thread.
-ENCODE_INLINE_CHARS = 4096
 WARM_UP_TEXTS = ["Warm-up.", "A longer warm-up text: the first forward passes allocate buffers and pick kernels, so "
                  "they run before the server reports ready rather than on a user's request. " * 8]
 
@@ -35,6 +33,14 @@ Receive = Callable[[], Awaitable[dict]]
 
 class ClientGone(Exception):
     """The client disconnected while its texts waited; nobody will read an answer."""
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A text waiting for the batcher, which plans batches on `cost` before the text is tokenised."""
+
+    text: str
+    cost: int
 
 
 @dataclass
@@ -70,7 +76,7 @@ class Service:
         if self.model is None:
             self.model = await loop.run_in_executor(self.torch_executor, sentiment_model.load_model, s.model_dir,
                                                     s.device)
-        self.batcher = Batcher(self.model.predict_encoded, executor=self.torch_executor,
+        self.batcher = Batcher(self._predict, executor=self.torch_executor,
                                max_batch_size=s.max_batch_size,
                                max_batch_tokens=s.max_batch_tokens, max_wait_ms=s.max_wait_ms,
                                max_queue=s.max_queue, metrics=self.metrics, on_fatal=self._fatal,
@@ -86,7 +92,15 @@ class Service:
         log.info("ready: model %s %s on %s", self.model.name, self.model.version, self.model.device)
 
     def _warm_up(self) -> None:
-        self.model.predict_encoded(self.model.encode(WARM_UP_TEXTS))
+        self._predict([Text(t, sentiment_model.estimate_cost(t)) for t in WARM_UP_TEXTS])
+
+    def _predict(self, batch: Sequence[Text]) -> list[sentiment_model.Prediction]:
+        # Tokenised here, on the torch worker that runs the batch, not on the event loop: at 64 connections
+        # tokenising each request on arrival took 30% of the loop's time (py-spy), and the batch encoder
+        # (Rust) releases the GIL while the loop serves HTTP.
+        encoded = self.model.encode([t.text for t in batch])
+        return [sentiment_model.Prediction(p, e.tokens)
+                for p, e in zip(self.model.predict_encoded(encoded), encoded)]
 
     async def _trim_memory(self, every_s: float) -> None:
         # On the forward-pass thread, so a trim waits for the batch under way instead of competing with it.
@@ -181,12 +195,8 @@ class Service:
                 self._explained.set()
 
     async def _classify(self, texts: list[str], receive: Receive, started: float) -> Classified:
-        # Tokenised before admission on purpose: refusing before tokenising made refusals cheaper, so a flood that
-        # ignores Retry-After sent more of them and the model got less CPU (bench.overload, queue of 128: 100
-        # instead of 262 answers/s under 512 connections).
-        encoded = await self._encode(texts)
         try:
-            jobs = self.batcher.submit(encoded)
+            jobs = self.batcher.submit([Text(t, sentiment_model.estimate_cost(t)) for t in texts])
         except QueueFull as exc:
             raise ServiceError(ErrorCode.QUEUE_FULL, f"the server is at capacity ({self.batcher.queue_depth} texts "
                                f"waiting): retry after {exc.retry_after_s} s",
@@ -194,14 +204,9 @@ class Service:
         except NotAdmitting:
             raise self.refusal() from None
         outcomes = await self._wait(jobs, receive, started + self.settings.request_timeout_s)
-        results = [self._result(o.positive, e.tokens) for o, e in zip(outcomes, encoded)]
+        results = [self._result(o.result.positive, o.result.tokens) for o in outcomes]
         batches = {o.batch_id: o.inference_s for o in outcomes}
         return Classified(results, 1000 * max(o.queue_s for o in outcomes), 1000 * sum(batches.values()))
-
-    async def _encode(self, texts: list[str]) -> list:
-        if sum(map(len, texts)) <= ENCODE_INLINE_CHARS:
-            return self.model.encode(texts)
-        return await asyncio.to_thread(self.model.encode, texts)
 
     async def _wait(self, jobs, receive: Receive, deadline: float) -> list[Outcome]:
         results = asyncio.gather(*(j.future for j in jobs))

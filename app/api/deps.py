@@ -17,7 +17,8 @@ bearer = HTTPBearer(auto_error=False, scheme_name="APIKey",
                     description="The key set in SENTIMENT_API_KEY, sent as `Authorization: Bearer <key>`.")
 
 
-def get_service(request: Request) -> Service:
+async def get_service(request: Request) -> Service:
+    # async on purpose: FastAPI runs a plain `def` dependency on its thread pool, a thread hop per request.
     return request.app.state.service
 
 
