@@ -75,6 +75,15 @@ LABEL org.opencontainers.image.title="imdb-sentiment" \
       org.opencontainers.image.description="Movie-review sentiment over HTTP: a PyTorch LSTM behind a batching server"
 RUN groupadd --gid "$UID" sentiment \
     && useradd --uid "$UID" --gid sentiment --no-create-home --home-dir /nonexistent --shell /usr/sbin/nologin sentiment
+# jemalloc instead of glibc's malloc: under steady load glibc's arenas kept the resident set creeping up (3-16% in
+# ten minutes), jemalloc's stayed flat (docs/reliability.md, soak). Linked at a fixed path for every architecture.
+# Not version-pinned (DL3008): the package comes from whichever Debian release BASE_IMAGE is built on.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends libjemalloc2 \
+    && rm -rf /var/lib/apt/lists/* \
+    && find /usr/lib -name libjemalloc.so.2 -exec ln -s {} /usr/local/lib/libjemalloc.so.2 \; \
+    && test -e /usr/local/lib/libjemalloc.so.2
 COPY --from=deps /opt/venv /opt/venv
 COPY --from=project /opt/project /opt/project
 # HOME and TMPDIR point at /tmp, the one writable place when the root filesystem is read-only (compose, k8s).
@@ -84,7 +93,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     LANG=C.UTF-8 \
     HOME=/tmp \
-    TMPDIR=/tmp
+    TMPDIR=/tmp \
+    LD_PRELOAD=/usr/local/lib/libjemalloc.so.2
 WORKDIR /srv
 USER ${UID}:${UID}
 EXPOSE 8000

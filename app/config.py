@@ -48,7 +48,8 @@ class Settings(BaseSettings):
                                       "loop needs a core, and 2 OpenMP threads sharing with it ran up to 10x slower")
     malloc_trim_s: float = Field(10.0, ge=0, le=3600, description="every this many seconds, between forward "
                                  "passes, return freed heap memory to the OS (glibc malloc_trim) so the resident "
-                                 "set does not creep under steady load; 0: never")
+                                 "set creeps less under steady load; 0: never. Only under glibc's malloc: "
+                                 "preloaded jemalloc returns memory by itself")
     torch_workers: int = Field(2, ge=1, le=64, description="forward passes run at once, each on its own thread "
                                "with SENTIMENT_TORCH_THREADS intra-op threads. On 2 cores, 2 workers x 1 thread "
                                "ran 1,238 reviews/s against 637 for 1 worker x 2 threads (batch 32); on a GPU use 1")

@@ -89,7 +89,11 @@ class Service:
             self._trimmer = asyncio.create_task(self._trim_memory(s.malloc_trim_s), name="sentiment-malloc-trim")
         self.state = "ready"
         self.metrics.ready.set(1)
-        log.info("ready: model %s %s on %s", self.model.name, self.model.version, self.model.device)
+        log.info("ready: model %s %s on %s; memory allocator %s", self.model.name, self.model.version,
+                 self.model.device, memory.allocator())
+        if memory.allocator() == "glibc":
+            log.warning("glibc malloc: the resident set may creep up by several percent under steady load; "
+                        "preload jemalloc (LD_PRELOAD, see the README's Memory section) to keep it flat")
 
     def _warm_up(self) -> None:
         self._predict([Text(t, sentiment_model.estimate_cost(t)) for t in WARM_UP_TEXTS])

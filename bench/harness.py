@@ -14,7 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from bench.run import Server, free_port, test_reviews, write_bodies
+from bench.run import Server, free_port, preload, test_reviews, write_bodies
 
 DEFAULT_DATA = "../shared/data/aclImdb_v1.tar.gz"
 
@@ -23,7 +23,7 @@ def start_service(log_path: Path, env: dict[str, str] | None = None, model_dir: 
     """`python -m app` on a free 127.0.0.1 port, logging to `log_path`, ready."""
     port = free_port()
     full = {"SENTIMENT_DEVICE": os.environ.get("SENTIMENT_DEVICE", "cpu"), "SENTIMENT_LOG_LEVEL": "warning",
-            **({"SENTIMENT_MODEL_DIR": model_dir} if model_dir else {}), **(env or {})}
+            **preload(), **({"SENTIMENT_MODEL_DIR": model_dir} if model_dir else {}), **(env or {})}
     return Server([sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(port)], full, port, log_path)
 
 

@@ -35,6 +35,17 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def preload() -> dict[str, str]:
+    """jemalloc for server processes when this machine has it, as `make serve` and the Docker image run them (set
+    LD_PRELOAD yourself to choose; empty to keep glibc's malloc)."""
+    from app.memory import jemalloc_library
+
+    if "LD_PRELOAD" in os.environ:
+        return {}
+    library = jemalloc_library()
+    return {"LD_PRELOAD": library} if library else {}
+
+
 def test_reviews(data: str, n: int, seed: int) -> list[str]:
     from model import data as imdb
 
@@ -98,6 +109,10 @@ class Server:
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def allocator(self) -> str:
+        """`jemalloc` if the server process has it loaded, else `glibc`."""
+        return "jemalloc" if "libjemalloc" in Path(f"/proc/{self.proc.pid}/maps").read_text() else "glibc"
 
     def peak_rss_mb(self) -> float:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
@@ -207,6 +222,7 @@ def markdown(results: dict) -> str:
     for key, text in results["ratios"].items():
         lines.append(f"- {key}: {text}")
     lines.append(f"- service start to ready: {results['ready_s']['service']:.1f} s")
+    lines.append("- memory allocator: " + ", ".join(f"{k} {v}" for k, v in results.get("allocator", {}).items()))
     return "\n".join(lines)
 
 
@@ -261,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         single = write_bodies(Path(tmp) / "single.jsonl", texts, 1)
         multi = write_bodies(Path(tmp) / "batch32.jsonl", texts, 32)
-        env = {"SENTIMENT_DEVICE": a.device, "SENTIMENT_LOG_LEVEL": "warning"}
+        env = {"SENTIMENT_DEVICE": a.device, "SENTIMENT_LOG_LEVEL": "warning", **preload()}
         servers = [("service", [sys.executable, "-m", "app"])]
         if not a.skip_naive:
             servers.append(("naive", [sys.executable, "-m", "bench.naive_server"]))
@@ -269,7 +285,8 @@ def main(argv: list[str] | None = None) -> int:
             port = free_port()
             server = Server([*argv0, "--host", "127.0.0.1", "--port", str(port)], env, port)
             results["ready_s"][name] = server.ready_s
-            print(f"{name}: ready in {server.ready_s:.1f} s", flush=True)
+            results.setdefault("allocator", {})[name] = server.allocator()
+            print(f"{name}: ready in {server.ready_s:.1f} s, memory allocator {server.allocator()}", flush=True)
             try:
                 results["http"] += load_levels(name, server, single, a.concurrency, a.duration, 1)
                 if name == "service":

@@ -132,7 +132,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         texts, bodies_path = review_bodies(a.data, a.reviews, Path(tmp) / "bodies.jsonl")
         server = start_service(out.with_suffix(".server.log"), model_dir=a.model_dir)
-        print(f"server ready in {server.ready_s:.1f} s (pid {server.proc.pid}, port {server.port})", flush=True)
+        result["allocator"] = server.allocator()
+        print(f"server ready in {server.ready_s:.1f} s (pid {server.proc.pid}, port {server.port}, memory allocator "
+              f"{result['allocator']})", flush=True)
         try:
             if a.rate is None:
                 if not shutil.which("wrk"):

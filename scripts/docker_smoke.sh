@@ -246,7 +246,8 @@ main() {
     uid=$(docker exec "$cid" id -u)
     [ "$uid" != 0 ] || die "the service runs as root"
     docker exec "$cid" sh -c 'touch /probe 2> /dev/null' && die "the root filesystem is writable"
-    log "runs as uid $uid on a read-only root filesystem;" \
+    docker exec "$cid" grep -q libjemalloc /proc/1/maps || die "the server does not run on jemalloc"
+    log "runs as uid $uid on a read-only root filesystem, on jemalloc;" \
         "processes: $(docker top "$cid" -o pid,args | tail -n +2 | wc -l)"
 
     docker-compose -p "$PROJECT" "${COMPOSE_FILES[@]}" down --volumes --timeout 20 > /dev/null 2>&1

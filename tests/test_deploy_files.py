@@ -96,6 +96,14 @@ def test_dockerfile_runs_one_server_process_as_non_root():
     assert "HEALTHCHECK" in dockerfile and "/health/ready" in dockerfile
 
 
+def test_the_image_runs_the_server_on_jemalloc():
+    # glibc's malloc let the resident set creep up under steady load; jemalloc kept it flat (docs/reliability.md).
+    # scripts/docker_smoke.sh checks that the running container's server has it loaded.
+    runtime = (ROOT / "Dockerfile").read_text().split("AS runtime", 1)[1]
+    assert "libjemalloc2" in runtime
+    assert re.search(r"LD_PRELOAD=/usr/local/lib/libjemalloc\.so\.2\b", runtime)
+
+
 def test_nothing_at_run_time_needs_a_shell():
     # Exec (JSON) form everywhere: the container runs python directly, so the image needs no /bin/sh to start,
     # answer its health check or stop cleanly (a shell-form CMD would also swallow SIGTERM).

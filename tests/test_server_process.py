@@ -277,3 +277,24 @@ def test_when_the_grace_runs_out_waiting_requests_get_503_and_the_process_exits_
     assert code == 0, text
     assert elapsed < 2 + 3, elapsed  # the grace, plus a second for responses in flight, plus margin
     assert "shutdown grace (2.0 s) ran out" in text
+
+
+@pytest.mark.parametrize("allocator", ["jemalloc", "glibc"])
+def test_the_server_names_its_memory_allocator_and_trims_only_under_glibc(start_server, allocator):
+    from app.memory import jemalloc_library
+
+    library = jemalloc_library()
+    if allocator == "jemalloc" and library is None:
+        pytest.skip("jemalloc is not installed here (apt-get install libjemalloc2); the Docker image has it")
+    server = start_server(LD_PRELOAD=library if allocator == "jemalloc" else "", SENTIMENT_MALLOC_TRIM_S="0.05")
+    server.wait_ready()
+    time.sleep(0.5)
+    metrics = httpx.get(server.url + "/metrics").text
+    trims = float(re.search(r"^sentiment_malloc_trim_seconds_count (\S+)$", metrics, re.M).group(1))
+    assert server.stop() == 0
+    log = server.log()
+    assert f"memory allocator {allocator}" in log
+    if allocator == "jemalloc":
+        assert trims == 0 and "preload jemalloc" not in log  # jemalloc returns memory by itself
+    else:
+        assert trims >= 2 and "preload jemalloc" in log  # and a warning says how to keep memory flat
