@@ -298,3 +298,16 @@ def test_the_server_names_its_memory_allocator_and_trims_only_under_glibc(start_
         assert trims == 0 and "preload jemalloc" not in log  # jemalloc returns memory by itself
     else:
         assert trims >= 2 and "preload jemalloc" in log  # and a warning says how to keep memory flat
+
+
+def test_the_server_tokenises_without_the_tokenizers_thread_pool_unless_asked(start_server):
+    # Each torch worker tokenises its own batch; the tokenizer's thread pool (rayon) would add threads of its own.
+    threads = {}
+    for setting in (None, "true"):
+        server = start_server(**({"TOKENIZERS_PARALLELISM": setting} if setting else {}))
+        server.wait_ready()
+        texts = ["A long and winding review of a film I liked a great deal. " * 20] * 32
+        assert httpx.post(server.url + "/predict", json={"texts": texts}, timeout=30).status_code == 200
+        threads[setting] = len(list(Path(f"/proc/{server.proc.pid}/task").iterdir()))
+        assert server.stop() == 0
+    assert threads["true"] > threads[None]
