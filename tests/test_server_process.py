@@ -311,3 +311,13 @@ def test_the_server_tokenises_without_the_tokenizers_thread_pool_unless_asked(st
         threads[setting] = len(list(Path(f"/proc/{server.proc.pid}/task").iterdir()))
         assert server.stop() == 0
     assert threads["true"] > threads[None]
+
+
+def test_the_server_shortens_the_gil_switch_interval_and_keeps_a_tokenizer_setting_given_to_it():
+    code = ("import os, sys, app.__main__ as m; m.sequential_tokenizer(); m.share_the_gil(); "
+            "print(round(sys.getswitchinterval() * 1e6), os.environ['TOKENIZERS_PARALLELISM'])")
+    for given, expected in ((None, "false"), ("true", "true")):
+        env = {"PATH": "/usr/bin:/bin", **({"TOKENIZERS_PARALLELISM": given} if given else {})}
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                             check=True).stdout.split()
+        assert out == ["100", expected]  # microseconds
