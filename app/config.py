@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     torch_workers: int = Field(2, ge=1, le=64, description="forward passes run at once, each on its own thread "
                                "with SENTIMENT_TORCH_THREADS intra-op threads. On 2 cores, 2 workers x 1 thread "
                                "ran 1,238 reviews/s against 637 for 1 worker x 2 threads (batch 32); on a GPU use 1")
+    event_loop: Literal["asyncio", "uvloop"] = Field("asyncio", description="asyncio kept accepting new "
+                                                     "connections (health probes included) under a flood of "
+                                                     "refused requests, where uvloop stopped until the flood "
+                                                     "ended; both ran the same requests/s at 64 connections")
     shutdown_grace_s: float = Field(30.0, ge=0, description="after SIGTERM, how long admitted work may take "
                                                            "before the server stops anyway")
     shutdown_delay_s: float = Field(0.0, ge=0, le=600, description="after SIGTERM, keep the port open this long "

@@ -321,3 +321,24 @@ def test_the_server_shortens_the_gil_switch_interval_and_keeps_a_tokenizer_setti
         out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                              check=True).stdout.split()
         assert out == ["100", expected]  # microseconds
+
+
+@pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
+def test_the_event_loop_is_a_setting(start_server, loop):
+    server = start_server(SENTIMENT_EVENT_LOOP=loop)  # (asyncio is the default)
+    server.wait_ready()
+    assert httpx.post(server.url + "/predict", json={"text": "A fine film."}, timeout=30).status_code == 200
+    uses_uvloop = "uvloop" in Path(f"/proc/{server.proc.pid}/maps").read_text()
+    assert server.stop() == 0
+    assert uses_uvloop == (loop == "uvloop")
+
+
+def test_the_listening_socket_says_it_is_tcp_so_asyncio_sets_nodelay_on_connections():
+    # Without IPPROTO_TCP asyncio leaves Nagle on, and a lone request waited 40 ms for a delayed ACK.
+    from app.__main__ import bind
+
+    sock = bind("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
