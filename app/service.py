@@ -101,7 +101,8 @@ class Service:
     def _predict(self, batch: Sequence[Text]) -> list[sentiment_model.Prediction]:
         # Tokenised here, on the torch worker that runs the batch, not on the event loop: at 64 connections
         # tokenising each request on arrival took 30% of the loop's time (py-spy), and the batch encoder
-        # (Rust) releases the GIL while the loop serves HTTP.
+        # (Rust) releases the GIL while the loop serves HTTP. It also made refusing a request cheaper, which a
+        # flood that ignores Retry-After turns into more refusals (docs/reliability.md, overload).
         encoded = self.model.encode([t.text for t in batch])
         return [sentiment_model.Prediction(p, e.tokens)
                 for p, e in zip(self.model.predict_encoded(encoded), encoded)]
