@@ -30,15 +30,19 @@ def _libc():
         return None
 
 
+def jemalloc_loaded(pid: int | str = "self") -> bool:
+    """Whether jemalloc is mapped into process `pid` (this one by default); False where /proc cannot tell."""
+    try:
+        return "libjemalloc" in Path(f"/proc/{pid}/maps").read_text()
+    except OSError:
+        return False
+
+
 @functools.cache
 def allocator() -> str:
     """`jemalloc` when it is loaded into this process (preloaded), `glibc` when glibc's malloc serves it, else
     `unknown` (musl, macOS)."""
-    try:
-        maps = Path("/proc/self/maps").read_text()
-    except OSError:
-        maps = ""
-    if "libjemalloc" in maps:
+    if jemalloc_loaded():
         return "jemalloc"
     return "glibc" if _libc() is not None else "unknown"
 

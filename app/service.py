@@ -42,6 +42,10 @@ class Text:
     text: str
     cost: int
 
+    @classmethod
+    def of(cls, text: str) -> Text:
+        return cls(text, sentiment_model.estimate_cost(text))
+
 
 @dataclass
 class Classified:
@@ -96,7 +100,7 @@ class Service:
                         "preload jemalloc (LD_PRELOAD, see the README's Memory section) to keep it flat")
 
     def _warm_up(self) -> None:
-        self._predict([Text(t, sentiment_model.estimate_cost(t)) for t in WARM_UP_TEXTS])
+        self._predict([Text.of(t) for t in WARM_UP_TEXTS])
 
     def _predict(self, batch: Sequence[Text]) -> list[sentiment_model.Prediction]:
         # Tokenised here, on the torch worker that runs the batch, not on the event loop: at 64 connections
@@ -201,7 +205,7 @@ class Service:
 
     async def _classify(self, texts: list[str], receive: Receive, started: float) -> Classified:
         try:
-            jobs = self.batcher.submit([Text(t, sentiment_model.estimate_cost(t)) for t in texts])
+            jobs = self.batcher.submit([Text.of(t) for t in texts])
         except QueueFull as exc:
             raise ServiceError(ErrorCode.QUEUE_FULL, f"the server is at capacity ({self.batcher.queue_depth} texts "
                                f"waiting): retry after {exc.retry_after_s} s",

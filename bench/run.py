@@ -112,7 +112,9 @@ class Server:
 
     def allocator(self) -> str:
         """`jemalloc` if the server process has it loaded, else `glibc`."""
-        return "jemalloc" if "libjemalloc" in Path(f"/proc/{self.proc.pid}/maps").read_text() else "glibc"
+        from app.memory import jemalloc_loaded
+
+        return "jemalloc" if jemalloc_loaded(self.proc.pid) else "glibc"
 
     def peak_rss_mb(self) -> float:
         status = Path(f"/proc/{self.proc.pid}/status").read_text()
