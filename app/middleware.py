@@ -114,14 +114,16 @@ class BodyLimitMiddleware:
         received = 0
         body_done = False
         response_started = False
-        deadline = time.monotonic() + self.timeout_s
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
 
         async def limited_receive() -> Message:
             nonlocal received, body_done
             if body_done:  # after the body only `http.disconnect` comes, whenever the client leaves: no deadline
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+                # asyncio.timeout_at, not wait_for: wait_for wraps receive() in a task of its own, per message.
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
             except TimeoutError:
                 log.info("refused a body still incomplete after %g s (%d bytes so far) [request_id=%s]",
                          self.timeout_s, received, scope.get("state", {}).get("request_id"))
