@@ -25,10 +25,12 @@ $(STAMP): pyproject.toml
 
 # jemalloc when installed (apt-get install libjemalloc2): with glibc's malloc the server's memory creeps up under
 # steady load (README, "Memory"). The same places as app/memory.py's JEMALLOC_PATHS.
+# MALLOC_CONF is app/memory.py's JEMALLOC_CONF (why: its docstring).
 JEMALLOC ?= $(firstword $(wildcard /usr/local/lib/libjemalloc.so.2 /usr/lib/*/libjemalloc.so.2 /usr/lib/libjemalloc.so.2))
+MALLOC_CONF ?= oversize_threshold:0
 
 serve: $(STAMP)
-	$(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC) )$(BIN)/python -m app --host $(HOST) --port $(PORT)
+	$(if $(JEMALLOC),LD_PRELOAD=$(JEMALLOC) MALLOC_CONF=$(MALLOC_CONF) )$(BIN)/python -m app --host $(HOST) --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -98,9 +98,8 @@ class Service:
         self.metrics.ready.set(1)
         log.info("ready: model %s %s on %s; memory allocator %s", self.model.name, self.model.version,
                  self.model.device, memory.allocator())
-        if memory.allocator() == "glibc":
-            log.warning("glibc malloc: the resident set may creep up by several percent under steady load; "
-                        "preload jemalloc (LD_PRELOAD, see the README's Memory section) to keep it flat")
+        for advice in memory.advice():
+            log.warning(advice)
 
     def _warm_up(self) -> None:
         self._predict([Text.of(t) for t in WARM_UP_TEXTS])

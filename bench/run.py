@@ -38,12 +38,12 @@ def free_port() -> int:
 def preload() -> dict[str, str]:
     """jemalloc for server processes when this machine has it, as `make serve` and the Docker image run them (set
     LD_PRELOAD yourself to choose; empty to keep glibc's malloc)."""
-    from app.memory import jemalloc_library
+    from app.memory import JEMALLOC_CONF, jemalloc_library
 
     if "LD_PRELOAD" in os.environ:
         return {}
     library = jemalloc_library()
-    return {"LD_PRELOAD": library} if library else {}
+    return {"LD_PRELOAD": library, "MALLOC_CONF": os.environ.get("MALLOC_CONF", JEMALLOC_CONF)} if library else {}
 
 
 def test_reviews(data: str, n: int, seed: int) -> list[str]:

@@ -247,6 +247,8 @@ main() {
     [ "$uid" != 0 ] || die "the service runs as root"
     docker exec "$cid" sh -c 'touch /probe 2> /dev/null' && die "the root filesystem is writable"
     docker exec "$cid" grep -q libjemalloc /proc/1/maps || die "the server does not run on jemalloc"
+    # app.memory.advice() logs a warning when jemalloc runs without its MALLOC_CONF.
+    ! docker logs "$cid" 2>&1 | grep "set MALLOC_CONF" || die "jemalloc runs without the image's MALLOC_CONF"
     log "runs as uid $uid on a read-only root filesystem, on jemalloc;" \
         "processes: $(docker top "$cid" -o pid,args | tail -n +2 | wc -l)"
 

@@ -104,6 +104,17 @@ def test_the_image_runs_the_server_on_jemalloc():
     assert re.search(r"LD_PRELOAD=/usr/local/lib/libjemalloc\.so\.2\b", runtime)
 
 
+def test_the_image_and_make_serve_run_jemalloc_with_the_apps_malloc_conf():
+    # Without it jemalloc gave large tensors back to the OS after every forward pass (app/memory.py).
+    from app.memory import JEMALLOC_CONF
+
+    runtime = (ROOT / "Dockerfile").read_text().split("AS runtime", 1)[1]
+    assert re.search(rf"^\s*MALLOC_CONF={re.escape(JEMALLOC_CONF)}$", runtime, re.MULTILINE)
+    makefile = (ROOT / "Makefile").read_text()
+    assert f"MALLOC_CONF ?= {JEMALLOC_CONF}\n" in makefile
+    assert "MALLOC_CONF=$(MALLOC_CONF)" in makefile.split("\nserve:", 1)[1].split("\n\n", 1)[0]
+
+
 def test_nothing_at_run_time_needs_a_shell():
     # Exec (JSON) form everywhere: the container runs python directly, so the image needs no /bin/sh to start,
     # answer its health check or stop cleanly (a shell-form CMD would also swallow SIGTERM).

@@ -279,14 +279,16 @@ def test_when_the_grace_runs_out_waiting_requests_get_503_and_the_process_exits_
     assert "shutdown grace (2.0 s) ran out" in text
 
 
-@pytest.mark.parametrize("allocator", ["jemalloc", "glibc"])
-def test_the_server_names_its_memory_allocator_and_trims_only_under_glibc(start_server, allocator):
-    from app.memory import jemalloc_library
+@pytest.mark.parametrize("allocator, malloc_conf", [("jemalloc", "app"), ("jemalloc", ""), ("glibc", "")])
+def test_the_server_names_its_memory_allocator_and_trims_only_under_glibc(start_server, allocator, malloc_conf):
+    from app.memory import JEMALLOC_CONF, jemalloc_library
 
     library = jemalloc_library()
     if allocator == "jemalloc" and library is None:
         pytest.skip("jemalloc is not installed here (apt-get install libjemalloc2); the Docker image has it")
-    server = start_server(LD_PRELOAD=library if allocator == "jemalloc" else "", SENTIMENT_MALLOC_TRIM_S="0.05")
+    conf = JEMALLOC_CONF if malloc_conf == "app" else malloc_conf
+    server = start_server(LD_PRELOAD=library if allocator == "jemalloc" else "", MALLOC_CONF=conf,
+                          SENTIMENT_MALLOC_TRIM_S="0.05")
     server.wait_ready()
     time.sleep(0.5)
     metrics = httpx.get(server.url + "/metrics").text
@@ -296,6 +298,8 @@ def test_the_server_names_its_memory_allocator_and_trims_only_under_glibc(start_
     assert f"memory allocator {allocator}" in log
     if allocator == "jemalloc":
         assert trims == 0 and "preload jemalloc" not in log  # jemalloc returns memory by itself
+        # Run without the app's MALLOC_CONF (jemalloc's defaults), the log says what to set.
+        assert (f"set MALLOC_CONF={JEMALLOC_CONF}" in log) == (conf != JEMALLOC_CONF), log
     else:
         assert trims >= 2 and "preload jemalloc" in log  # and a warning says how to keep memory flat
 
