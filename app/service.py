@@ -27,9 +27,6 @@ log = logging.getLogger("app.service")
 WARM_UP_TEXTS = ["Warm-up.", "A longer warm-up text: the first forward passes allocate buffers and pick kernels, so "
                  "they run before the server reports ready rather than on a user's request. " * 8]
 
-# A client that leaves sooner may still have its texts computed; one that leaves later has them dropped from the queue.
-WATCH_DISCONNECT_AFTER_S = 0.25
-
 State = Literal["starting", "ready", "draining", "stopped", "failed"]
 Receive = Callable[[], Awaitable[dict]]
 
@@ -223,22 +220,15 @@ class Service:
         results = asyncio.gather(*(j.future for j in jobs))
         # Retrieve the outcome even when nobody awaits it any more, so asyncio does not warn about it.
         results.add_done_callback(lambda f: f.cancelled() or f.exception())
-        gone: asyncio.Future | None = None
+        gone = asyncio.ensure_future(_wait_for_disconnect(receive))
         try:
-            # Watching for a disconnect takes a task per request; most requests are answered before a disconnect
-            # could save any work, so the watch starts only once a request has waited WATCH_DISCONNECT_AFTER_S.
-            done, _ = await asyncio.wait({results}, timeout=min(WATCH_DISCONNECT_AFTER_S,
-                                                                max(0.0, deadline - time.monotonic())))
-            if not done:
-                gone = asyncio.ensure_future(_wait_for_disconnect(receive))
-                done, _ = await asyncio.wait({results, gone}, timeout=max(0.0, deadline - time.monotonic()),
-                                             return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait({results, gone}, timeout=max(0.0, deadline - time.monotonic()),
+                                         return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             self.batcher.abandon(jobs, "cancelled")
             raise
         finally:
-            if gone is not None:
-                gone.cancel()
+            gone.cancel()
         if results in done:
             try:
                 return results.result()
@@ -248,7 +238,7 @@ class Service:
                                    f"persists") from None
             except NotAdmitting:
                 raise self.refusal() from None
-        if gone is not None and gone in done:
+        if gone in done:
             self.batcher.abandon(jobs, "disconnected")
             raise ClientGone
         self.batcher.abandon(jobs, "deadline")
