@@ -8,7 +8,7 @@ do when it is installed), returns them on its own: its soak run stayed flat (-0.
 
 jemalloc runs with `MALLOC_CONF=oversize_threshold:0` (`JEMALLOC_CONF`). By default it serves every allocation of
 8 MiB or more (a batch's LSTM outputs, say) from an arena that hands the pages back to the OS at once, so the next
-forward pass faulted them in again: 55-63 thousand page faults a second at 64 connections against 10-11 thousand
+forward pass faulted them in again: 55-63 thousand page faults a second at 64 connections against 10-12 thousand
 with the setting, and 476/490 against 540/554 requests/s in back-to-back runs.
 """
 
