@@ -1,11 +1,12 @@
-"""Gathers texts from concurrent requests into batches for the model: one asyncio task owns the queue.
+"""Gathers texts from concurrent requests into batches for the model, on the event loop thread alone.
 
 Each admitted text is a `Job` whose future the caller awaits. The batcher sees a text only as an item with a `cost`
-(the LSTM time steps it will take); `predict` gets a batch of items and returns one result per item. The owner task
-takes jobs in arrival order and closes a batch when it holds `max_batch_size` texts, when one more text would push
-the padded cost (longest text × texts) past `max_batch_tokens`, or when `max_wait_ms` has passed since its oldest
-text arrived. Texts that queued while the model was busy have usually waited that long already, so under load a
-batch leaves as soon as the model is free; with `max_wait_ms=0` an idle model takes the first text at once.
+(the LSTM time steps it will take); `predict` gets a batch of items and returns one result per item. An owner task
+(or a batch that just ended, see below) takes jobs in arrival order and closes a batch when it holds
+`max_batch_size` texts, when one more text would push the padded cost (longest text × texts) past
+`max_batch_tokens`, or when `max_wait_ms` has passed since its oldest text arrived. Texts that queued while the
+model was busy have usually waited that long already, so under load a batch leaves as soon as the model is free;
+with `max_wait_ms=0` an idle model takes the first text at once.
 
 Forward passes run on the torch worker threads (`run_in_executor`), never on the event loop, so the loop keeps
 accepting requests meanwhile. With `workers` > 1 up to that many batches run at once; the owner takes

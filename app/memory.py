@@ -76,13 +76,13 @@ def jemalloc_library() -> str | None:
 def advice() -> list[str]:
     """What to change about the allocator this process runs on, for the startup log; empty when nothing."""
     if allocator() == "glibc":
-        return ["glibc malloc: the resident set may creep up by several percent under steady load; preload "
-                "jemalloc (LD_PRELOAD, see the README's Memory section) to keep it flat"]
+        return [("glibc malloc: the resident set may creep up by several percent under steady load; preload "
+                 "jemalloc (LD_PRELOAD, see the README's Memory section) to keep it flat")]
     threshold = jemalloc_option("opt.oversize_threshold")
     if threshold:  # (0: off; None: cannot tell)
-        return [f"jemalloc hands allocations of {threshold} bytes or more back to the OS after every use, so "
-                f"forward passes keep faulting pages in (about 12% slower at 64 connections): set "
-                f"MALLOC_CONF={JEMALLOC_CONF}"]
+        return [(f"jemalloc hands allocations of {threshold} bytes or more back to the OS after every use, so "
+                 f"forward passes keep faulting pages in (about 12% slower at 64 connections): set "
+                 f"MALLOC_CONF={JEMALLOC_CONF}")]
     return []
 
 

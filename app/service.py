@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
-
 import model as sentiment_model
 from app import memory
 from app.batcher import Batcher, InferenceError, NotAdmitting, Outcome, QueueFull

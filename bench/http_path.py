@@ -16,12 +16,12 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.run import Server, free_port, preload, test_reviews, wrk, write_bodies
+from bench.run import Server, free_port, preload, test_reviews, write_bodies, wrk
 
 
 def serve(argv: list[str]) -> int:
-    import model.predictor as predictor
     from app.__main__ import main
+    from model import predictor
 
     # Tokenising and the forward pass answer at once; everything around them is the real server.
     predictor.SentimentModel.encode = lambda self, texts: [predictor.Encoded((1,), 1) for _ in texts]
