@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from app.api.fast_predict import PredictFastPath
 from app.api.routes import health, metrics, predict
 from app.api.routes import model as model_route
 from app.config import Settings, get_settings
@@ -76,7 +77,11 @@ def create_app(settings: Settings | None = None, *, model: Any | None = None,
     app.include_router(metrics.router)
     install_docs(app)
     install_page(app)
-    # add_middleware wraps: the last added runs first. Request ids come first so every answer carries one.
+    # add_middleware wraps: the last added runs first. Request ids come first so every answer carries one; the
+    # fast path for /predict runs last, inside the body limits and CORS. With an API key every request takes the
+    # route, where the key is checked.
+    if settings.api_key is None:
+        app.add_middleware(PredictFastPath, settings=settings, service=service)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],

@@ -184,3 +184,65 @@ def test_texts_are_tokenised_on_the_torch_worker_that_runs_their_batch(make_clie
         assert [x["tokens"] for x in r.json()["results"]] == [len(inner_encode([r"a fairly long review " * 50])[0].ids)] * 8
     # Never on the event loop (the thread running the app), always where the forward pass ran.
     assert seen and set(seen) == gated_model.threads and threading.main_thread().name not in seen
+
+
+def _answer_without_timing(r):
+    return r.status_code, r.json(), {k: v for k, v in r.headers.items()
+                                     if k not in ("x-request-id", "x-queue-time-ms", "x-inference-time-ms")}
+
+
+def test_plain_requests_skip_the_route_and_get_the_routes_answer(make_settings, loaded_model):
+    # app.api.fast_predict answers plain requests without FastAPI's routing; a query string sends a request to the
+    # route instead, so the two answers can be compared.
+    from fastapi.testclient import TestClient
+
+    from app.api.deps import get_service
+
+    app = create_app(make_settings(), model=loaded_model)
+    reached: list[str] = []
+
+    async def spy():
+        reached.append("route")
+        return app.state.service
+
+    app.dependency_overrides[get_service] = spy
+    with TestClient(app) as client:
+        for body in ({"text": TEXTS[0]}, {"texts": TEXTS[:3]}, {"text": TEXTS[1], "explain": False}):
+            fast = client.post("/predict", json=body)
+            assert reached == [], body
+            routed = client.post("/predict?explain=false", json=body)
+            assert reached == ["route"], body
+            reached.clear()
+            assert fast.headers["x-queue-time-ms"] and fast.headers["x-inference-time-ms"]
+            assert _answer_without_timing(fast) == _answer_without_timing(routed)
+
+
+@pytest.mark.parametrize("case", ["invalid", "explain", "form", "api key"])
+def test_everything_but_a_plain_valid_request_goes_to_the_route(make_settings, loaded_model, case):
+    from fastapi.testclient import TestClient
+
+    from app.api.deps import get_service
+
+    app = create_app(make_settings(**({"api_key": "k" * 32} if case == "api key" else {})), model=loaded_model)
+    reached: list[str] = []
+
+    async def spy():
+        reached.append("route")
+        return app.state.service
+
+    app.dependency_overrides[get_service] = spy
+    headers = {"Authorization": "Bearer " + "k" * 32} if case == "api key" else {}
+    with TestClient(app) as client:
+        if case == "invalid":  # the route's own error answer, from the replayed body
+            r = client.post("/predict", json={"text": " "})
+            assert r.status_code == 422 and "blank" in r.json()["error"]["message"], r.text
+        elif case == "explain":
+            r = client.post("/predict", json={"text": TEXTS[0], "explain": True})
+            assert r.status_code == 200 and r.json()["explanation"]["words"]
+        elif case == "form":
+            r = client.post("/predict", content=b"text=great", headers={"Content-Type": "text/plain"})
+            assert r.status_code == 415, r.text
+        else:
+            r = client.post("/predict", json={"text": TEXTS[0]}, headers=headers)
+            assert r.status_code == 200
+    assert reached == ["route"]

@@ -14,7 +14,7 @@ from app.api.documented import error_responses
 from app.config import Settings
 from app.responses import OrjsonResponse
 from app.schemas import EXAMPLE_TEXT, EXAMPLE_TEXTS, EXPLAIN_DESCRIPTION, BatchPrediction, Prediction, request_models
-from app.service import ClientGone
+from app.service import ClientGone, Service
 
 _TIMING_HEADERS = {
     "x-request-id": {"description": "The request's id (the incoming one if it was plain, else a new one); also "
@@ -72,15 +72,20 @@ def create_router(settings: Settings) -> APIRouter:
         weights are what the model does, measured, so the explanation is faithful by construction. It costs one
         extra forward-pass row per word (at most SENTIMENT_MAX_EXPLAIN_WORDS per text), run on the same
         inference thread as the batches; the probabilities are those of the plain request."""
-        single = isinstance(body, text_request)
-        texts = [body.text] if single else body.texts
-        try:
-            done = await service.classify(texts, request.receive, request.state.started,
-                                          explain=explain or body.explain)
-        except ClientGone:
-            return Response(status_code=CLIENT_CLOSED_REQUEST)
-        content = done.results[0] if single else {"results": done.results}
-        return OrjsonResponse(content, headers={"x-queue-time-ms": f"{done.queue_ms:.3f}",
-                                                "x-inference-time-ms": f"{done.inference_ms:.3f}"})
+        return await answer(service, body, isinstance(body, text_request), request.receive,
+                            request.state.started, explain=explain or body.explain)
 
     return router
+
+
+async def answer(service: Service, body, single: bool, receive, started: float, explain: bool = False) -> Response:
+    """The answer to a validated body (`app.api.fast_predict` answers most requests with it too); raises
+    ServiceError."""
+    texts = [body.text] if single else body.texts
+    try:
+        done = await service.classify(texts, receive, started, explain=explain)
+    except ClientGone:
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+    content = done.results[0] if single else {"results": done.results}
+    return OrjsonResponse(content, headers={"x-queue-time-ms": f"{done.queue_ms:.3f}",
+                                            "x-inference-time-ms": f"{done.inference_ms:.3f}"})
