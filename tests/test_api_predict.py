@@ -186,6 +186,20 @@ def test_texts_are_tokenised_on_the_torch_worker_that_runs_their_batch(make_clie
     assert seen and set(seen) == gated_model.threads and threading.main_thread().name not in seen
 
 
+def _count_route_calls(app) -> list[str]:
+    """A list that grows by one for each request that reaches the FastAPI route rather than the fast path."""
+    from app.api.deps import get_service
+
+    reached: list[str] = []
+
+    async def spy():
+        reached.append("route")
+        return app.state.service
+
+    app.dependency_overrides[get_service] = spy
+    return reached
+
+
 def _answer_without_timing(r):
     return r.status_code, r.json(), {k: v for k, v in r.headers.items()
                                      if k not in ("x-request-id", "x-queue-time-ms", "x-inference-time-ms")}
@@ -196,16 +210,8 @@ def test_plain_requests_skip_the_route_and_get_the_routes_answer(make_settings, 
     # route instead, so the two answers can be compared.
     from fastapi.testclient import TestClient
 
-    from app.api.deps import get_service
-
     app = create_app(make_settings(), model=loaded_model)
-    reached: list[str] = []
-
-    async def spy():
-        reached.append("route")
-        return app.state.service
-
-    app.dependency_overrides[get_service] = spy
+    reached = _count_route_calls(app)
     with TestClient(app) as client:
         for body in ({"text": TEXTS[0]}, {"texts": TEXTS[:3]}, {"text": TEXTS[1], "explain": False}):
             fast = client.post("/predict", json=body)
@@ -221,16 +227,8 @@ def test_plain_requests_skip_the_route_and_get_the_routes_answer(make_settings, 
 def test_everything_but_a_plain_valid_request_goes_to_the_route(make_settings, loaded_model, case):
     from fastapi.testclient import TestClient
 
-    from app.api.deps import get_service
-
     app = create_app(make_settings(**({"api_key": "k" * 32} if case == "api key" else {})), model=loaded_model)
-    reached: list[str] = []
-
-    async def spy():
-        reached.append("route")
-        return app.state.service
-
-    app.dependency_overrides[get_service] = spy
+    reached = _count_route_calls(app)
     headers = {"Authorization": "Bearer " + "k" * 32} if case == "api key" else {}
     with TestClient(app) as client:
         if case == "invalid":  # the route's own error answer, from the replayed body
