@@ -1,4 +1,4 @@
-"""The sentiment network: token embedding -> (bi)LSTM over right-padded batches -> pooling -> logit.
+"""The sentiment network: token embedding -> BiLSTM over right-padded batches -> pooling -> logit.
 
 Batch invariance is the design constraint here: a review must get the same score alone or padded inside any
 batch. Packed sequences guarantee that but make the CPU backward pass several times slower, so instead:
@@ -8,18 +8,15 @@ batch. Packed sequences guarantee that but make the CPU backward pass several ti
 - every pooling step masks padded positions out.
 Outputs at padded positions are garbage and are never read.
 
-An optional "wide" branch adds a linear model over hashed unigram+bigram ids (fastText-style, averaged over the
-real tokens). Bag-of-n-grams and LSTMs make different mistakes on IMDB, so summing their logits helps; it is a
-config switch (`ngram_buckets=0` turns it off) kept only because it pays on validation.
-
-A separately trained NB-weighted uni/bi/trigram model (`model.ngram`, `nb_buckets`) is blended with the LSTM's logit by
-two weights and a bias fitted on validation. It is fitted after the LSTM; until then the blend passes the LSTM's
-logit through unchanged, so training and early stopping see the LSTM alone.
+The LSTM's logit is the model. An NB-weighted uni/bi/trigram model (`model.ngram`, `nb_buckets`) may be blended
+with it by two weights and a bias fitted on validation; until it is fitted the blend passes the LSTM's logit
+through unchanged, so training and model selection see the LSTM alone.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from typing import Sequence
 
 import torch
 from torch import nn
@@ -27,7 +24,7 @@ from torch import nn
 from model.ngram import NgramBranch
 
 POOLINGS = ("last", "max_mean", "attention")
-_BIGRAM_PRIME = 1_000_003
+COMPONENTS = ("lstm", "ngram")
 
 
 @dataclass
@@ -40,7 +37,6 @@ class NetworkConfig:
     pooling: str = "max_mean"
     dropout: float = 0.4
     embed_dropout: float = 0.2
-    ngram_buckets: int = 1 << 20
     nb_buckets: int = 1 << 21
     nb_order: int = 3
 
@@ -54,8 +50,18 @@ class NetworkConfig:
     @classmethod
     def from_dict(cls, data: dict) -> "NetworkConfig":
         known = {f.name for f in fields(cls)}
-        data = {"nb_buckets": 0, **data}  # artifacts from before the n-gram branch have none
+        if data.get("ngram_buckets"):
+            raise ValueError("this artifact has a wide n-gram branch (model 2.x), which this code no longer runs")
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+def right_pad(rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids [B, T] right-padded with 0 to the longest row, and the real lengths [B] (each row non-empty)."""
+    lengths = torch.tensor([len(r) for r in rows], dtype=torch.long)
+    ids = torch.zeros((len(rows), int(lengths.max())), dtype=torch.long)
+    for i, r in enumerate(rows):
+        ids[i, :len(r)] = torch.tensor(r, dtype=torch.long)
+    return ids, lengths
 
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -91,15 +97,10 @@ class SentimentLSTM(nn.Module):
         features = size * 2 if c.pooling == "max_mean" else size
         self.head = nn.Sequential(nn.Linear(features, c.hidden_dim), nn.ReLU(), nn.Dropout(c.dropout),
                                   nn.Linear(c.hidden_dim, 1))
-        if c.ngram_buckets:
-            self.unigram_weights = nn.Embedding(c.vocab_size, 1)
-            self.bigram_weights = nn.Embedding(c.ngram_buckets, 1)
-            nn.init.zeros_(self.unigram_weights.weight)
-            nn.init.zeros_(self.bigram_weights.weight)
         if c.nb_buckets:
             self.ngram = NgramBranch(c.vocab_size, c.nb_buckets, c.nb_order)
             self.blend = nn.Linear(2, 1)
-            with torch.no_grad():  # identity on the LSTM's logit until the branch is fitted
+            with torch.no_grad():  # identity on the LSTM's logit until the n-gram model is fitted
                 self.blend.weight.copy_(torch.tensor([[1.0, 0.0]]))
                 self.blend.bias.zero_()
 
@@ -108,9 +109,9 @@ class SentimentLSTM(nn.Module):
         for lstm in [*self.forward_lstms, *self.backward_lstms]:
             lstm.flatten_parameters()
 
-    def sequence_features(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Per-token LSTM outputs [B, T, H*directions]; rows are right-padded to T, lengths >= 1."""
-        x = self.embed_dropout(self.embedding(ids))
+    def sequence_features(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Per-token LSTM outputs [B, T, H*directions] from embeddings [B, T, E]; rows right-padded, lengths >= 1."""
+        x = self.embed_dropout(embedded)
         for layer, forward_lstm in enumerate(self.forward_lstms):
             if layer:
                 x = self.dropout(x)
@@ -141,36 +142,25 @@ class SentimentLSTM(nn.Module):
         mean = (x * m).sum(1) / lengths.unsqueeze(1).to(x.dtype)
         return torch.cat([maxed, mean], dim=-1)
 
-    def wide_logit(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        mask = (torch.arange(ids.size(1), device=ids.device).unsqueeze(0) < lengths.unsqueeze(1)).to(
-            self.unigram_weights.weight.dtype)
-        uni = (self.unigram_weights(ids).squeeze(-1) * mask).sum(1)
-        bigram_ids = (ids[:, :-1] * _BIGRAM_PRIME + ids[:, 1:]) % self.config.ngram_buckets
-        bi = (self.bigram_weights(bigram_ids).squeeze(-1) * mask[:, 1:]).sum(1)
-        return (uni + bi) / lengths.to(mask.dtype)
+    def lstm_logit_of_embedded(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The sequence path's logit [B] from token embeddings: training perturbs them here (adversarial training)."""
+        pooled = self.dropout(self.pool(self.sequence_features(embedded, lengths), lengths))
+        return self.head(pooled).squeeze(-1)
+
+    def lstm_logit(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """The sequence path's logit [B]: embedding, BiLSTM, pooling and head, no n-gram feature of any kind."""
+        return self.lstm_logit_of_embedded(self.embedding(ids), lengths)
+
+    def components(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """Per-component logits [B, len(COMPONENTS)] (only the LSTM's [B, 1] without an n-gram model): what the
+        blend weighs, and what the ablations score one by one."""
+        lstm = self.lstm_logit(ids, lengths)
+        if not self.config.nb_buckets:
+            return lstm.unsqueeze(-1)
+        return torch.stack([lstm, self.ngram(ids, lengths)], dim=-1)
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Uncalibrated logits [B] for right-padded token ids [B, T] with real lengths [B] (each >= 1)."""
-        lstm = self.branch_logits(ids, lengths).sum(-1)
         if not self.config.nb_buckets:
-            return lstm
-        return self.blend(self.blend_inputs(ids, lengths, lstm)).squeeze(-1)
-
-    def blend_inputs(self, ids: torch.Tensor, lengths: torch.Tensor, lstm: torch.Tensor | None = None
-                     ) -> torch.Tensor:
-        """[B, 2]: the LSTM's logit (deep + wide) and the n-gram branch's, the features the blend weighs."""
-        if lstm is None:
-            lstm = self.branch_logits(ids, lengths).sum(-1)
-        return torch.stack([lstm, self.ngram(ids, lengths)], dim=-1)
-
-    def branch_logits(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Per-branch logits [B, branches]: the LSTM's, then the wide n-gram model's when enabled.
-
-        Training puts a loss on each branch as well as on their sum, so the fast-learning n-gram branch
-        cannot leave the LSTM without gradient.
-        """
-        pooled = self.dropout(self.pool(self.sequence_features(ids, lengths), lengths))
-        deep = self.head(pooled).squeeze(-1)
-        if not self.config.ngram_buckets:
-            return deep.unsqueeze(-1)
-        return torch.stack([deep, self.wide_logit(ids, lengths)], dim=-1)
+            return self.lstm_logit(ids, lengths)
+        return self.blend(self.components(ids, lengths)).squeeze(-1)
