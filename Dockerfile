@@ -7,7 +7,7 @@
 #
 # BASE_IMAGE may be python:3.11-slim (python in /usr/local/bin) or a plain Debian bookworm with Debian's python3.11
 # and python3-venv (/usr/bin): the deps stage makes a venv with whichever python3 the base has, and the runtime
-# stage, built from the same base, copies that venv. The shipped model artifact (model/artifacts/imdb-lstm-v2) must
+# stage, built from the same base, copies that venv. The shipped model artifact (model/artifacts/imdb-lstm-v3) must
 # be in the build context; the build loads it once and fails if it is missing or corrupt.
 ARG BASE_IMAGE=python:3.11-slim
 

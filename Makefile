@@ -12,7 +12,7 @@ TORCH_INDEX_URL ?=
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install serve test train tune evaluate bench clean
+.PHONY: install serve test train evaluate bench clean
 
 install: $(STAMP)
 
@@ -38,11 +38,8 @@ test: $(STAMP)
 train: $(STAMP)
 	$(BIN)/python -m model.train --data $(DATA) $(TRAIN_ARGS)
 
-tune: $(STAMP)
-	$(BIN)/python -m model.tune --data $(DATA) $(TUNE_ARGS)
-
 evaluate: $(STAMP)
-	$(BIN)/python -m model.evaluate --artifact model/artifacts/imdb-lstm-v2 --data $(DATA)
+	$(BIN)/python -m model.evaluate --artifact model/artifacts/imdb-lstm-v3 --data $(DATA) $(EVALUATE_ARGS)
 
 # Needs wrk (apt-get install -y wrk) and a quiet machine; writes bench/results/ (see docs/benchmarks.md).
 bench: $(STAMP)

@@ -24,7 +24,7 @@ from model.tokenizer import load_tokenizer
 FORMAT_VERSION = 1
 WEIGHTS, TOKENIZER, METRICS, CONFIG = "weights.pt", "tokenizer.json", "metrics.json", "config.json"
 CHECKED_FILES = (WEIGHTS, TOKENIZER, METRICS)
-DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "imdb-lstm-v2"
+DEFAULT_ARTIFACT = Path(__file__).resolve().parent / "artifacts" / "imdb-lstm-v3"
 
 
 class ArtifactError(RuntimeError):

@@ -15,28 +15,18 @@ from pathlib import Path
 
 from model.artifact import DEFAULT_ARTIFACT
 
-# Probes of known weak spots, scored by the artifact itself each time the card is written.
-PROBES = [
-    ("negation", "Not bad at all.", "positive"),
-    ("negation", "This is not what I would call a good film.", "negative"),
-    ("idiom", "Two hours I will never get back.", "negative"),
-    ("sarcasm", "What a masterpiece, I only fell asleep twice.", "negative"),
-    ("very short", "ok", "neither"),
-    ("mixed", "The actors were brilliant but the plot was a complete mess and I hated the ending.", "negative"),
-    ("other domain", "Great product, fast shipping, works as described.", "positive"),
-    ("other domain", "Terrible battery life, returned it.", "negative"),
-]
-
+# Written from the probe failures of 3.0.0 (model/probes.json, scored by `model.evaluate`); the tables below are
+# regenerated from the artifact's report each time the card is written.
 FAILURE_NOTES = """\
-- **Very short texts** are outside the training data (IMDB reviews run to hundreds of words) and can get
-  confident, arbitrary probabilities (see "ok" above): do not trust scores of a few words.
-- **Negation** is partly learned: "not bad" style phrases can still read as negative.
-- **Idioms** without sentiment words ("never get back") are read literally; sarcasm is a known risk for the same
-  reason, though the probe above came out right.
+- **Negated praise in odd frames**: the LSTM learned "not", "never", "hardly" and "no one" from synthetic
+  sentences and reads them in new frames, but rarer constructions ("anything but", "fails to", "lacks") are read
+  from their sentiment word; see the failures listed above.
+- **Idioms** without sentiment words are learned only as far as IMDB reviews use them.
+- **Very short texts** are far from the training data (reviews of hundreds of words): a one- or two-word text can
+  get a confident score either way.
 - **Other domains and languages**: trained only on English movie reviews; accuracy and calibration elsewhere are
-  unmeasured.
+  unmeasured. Sarcasm is not modelled.
 - **Mixed reviews** get one score for the whole text; `explain: true` shows which words pulled each way."""
-
 
 def render(artifact: Path, root: Path) -> str:
     config = json.loads((artifact / "config.json").read_text())
@@ -46,9 +36,10 @@ def render(artifact: Path, root: Path) -> str:
     net = config["network"]
     val = metrics["validation"]
     training = metrics["training"]
+    cfg = training.get("config", {})
     test = metrics.get("test")
     rel = lambda p: os.path.relpath(p, root)  # noqa: E731
-    blend = metrics.get("blend")
+    blend = metrics.get("blend_weights")
     lines = [f"# Model card: {config['name']} {config['version']}", "",
              "Binary sentiment (positive / negative) of English movie reviews, returned as a calibrated "
              "probability. Served by this repository's HTTP service; `GET /model` returns the same facts.", "",
@@ -62,28 +53,31 @@ def render(artifact: Path, root: Path) -> str:
              f"- Network: embedding {net['embed_dim']}-d (initialised with PPMI-SVD word vectors learned on the "
              f"train + unlabelled reviews) → {net['num_layers']}-layer "
              f"{'bidirectional ' if net['bidirectional'] else ''}LSTM, {net['hidden_dim']} units per direction → "
-             f"{net['pooling'].replace('_', '+')} pooling → MLP → logit"
-             + (f"; plus a linear branch over {net['ngram_buckets']} hashed unigram+bigram buckets" if net.get(
-                 "ngram_buckets") else "") + ".",
+             f"{net['pooling'].replace('_', '+')} pooling → MLP → logit. This sequence path reads no n-gram or "
+             "bag-of-words feature.",
              *([f"- Blended with an NB-weighted logistic regression over which unigrams and hashed "
                 f"{'bi- and trigrams' if net.get('nb_order', 2) >= 3 else 'bigrams'} ({net['nb_buckets']} "
-                "half-precision buckets) a review contains (NBSVM-style, fitted on the training split after the "
-                f"LSTM): logit = {blend['weights'][0]:.3f} × LSTM + {blend['weights'][1]:.3f} × n-gram "
-                f"{blend['bias']:+.3f}, fitted on validation, where the LSTM alone scored "
-                f"{blend['val_accuracy_lstm']:.4f} and the n-gram model alone {blend['val_accuracy_ngram']:.4f}."]
-               if net.get("nb_buckets") and blend else []),
+                "half-precision buckets) a review contains (NBSVM-style, fitted on the training split): "
+                f"logit = {blend[0]:.3f} × LSTM + {blend[1]:.3f} × n-gram {blend[2]:+.3f}, fitted on validation."]
+               if blend else []),
              "- Reads the whole review (no truncation); padding provably does not change a result.",
              f"- Calibration: temperature {config['temperature']:.3f} fitted on the validation split.", "",
              "## Training data and procedure", "",
              f"- IMDB Large Movie Review Dataset (Maas et al., 2011): {training['train_reviews']} training reviews, "
              f"{val['size']} held out for validation (stratified, seed {training['seed']}), "
              f"{training['unlabelled_reviews']} unlabelled reviews for the word vectors, tokenizer and "
-             "self-training. Nothing was fitted or selected on the test split; it gives the numbers below.",
-             f"- {len(metrics['history'])} epochs of AdamW with early stopping on validation accuracy (best epoch "
-             f"{metrics['best_epoch']}); {training['seconds'] / 60:.0f} min on {training['device']} "
-             f"({training['hardware']}), torch {training['torch']}"
-             + (f". {training['note'].rstrip('.')}." if training.get("note") else ".")
-             + " The history, per epoch, is in `metrics.json`.",
+             "distillation. Nothing was fitted or selected on the test split; it was read once, for the numbers "
+             "below.",
+             "- Stages (`python -m model.train --help`): the n-gram model on the training split; the LSTM on the "
+             f"labelled reviews plus {cfg.get('synthetic_per_epoch', 0)} synthetic negation/contrast sentences per "
+             f"epoch (`model/training/augment.py`), with adversarial training on its embeddings (eps "
+             f"{cfg.get('adversarial_eps', 0)}); the blend of that LSTM and the n-gram model then labels the "
+             "unlabelled reviews with soft labels, and the LSTM trains on labelled + soft-labelled text "
+             "(distillation). AdamW, early stopping on validation accuracy (best epoch: "
+             f"{metrics['best_epoch']}).",
+             f"- {training['seconds'] / 60:.0f} min on {training['device']} ({training['hardware']}, "
+             f"{training['cpu_threads']} threads), torch {training['torch']}. The history, per epoch, is in "
+             "`metrics.json`.",
              f"- Reproduce: `make train` (seeded); code at commit `{training.get('git_commit') or 'unknown'}`.", "",
              "## Results", "",
              f"Validation ({val['size']} reviews): accuracy {val['accuracy']:.4f}, ECE {val['ece']:.4f} "
@@ -104,13 +98,32 @@ def render(artifact: Path, root: Path) -> str:
         for png, title in (("reliability.png", "Reliability diagram"), ("confusion.png", "Confusion matrix")):
             if (artifact / "report" / png).is_file():
                 lines += [f"![{title}]({rel(artifact / 'report' / png)})", ""]
-    lines += ["## Known failure modes", "", "Probes scored by this artifact when the card was written:", "",
-              "| kind | text | expected | P(positive) |", "|---|---|---|---|"]
-    from model.predictor import load_model
-
-    model = load_model(artifact, device="cpu")
-    probs = model.predict_proba([text for _, text, _ in PROBES])
-    lines += [f"| {kind} | {text} | {expected} | {p:.3f} |" for (kind, text, expected), p in zip(PROBES, probs)]
+    if report and "ablation" in report:
+        names = {"full": "shipped model (blend)", "lstm_only": "sequence path alone (LSTM)",
+                 "ngram_only": "n-gram model alone"}
+        lines += ["### Ablation", "", "Each component scored alone on the test split, with its own calibration "
+                  "fitted on validation:", "", "| component | test accuracy | ECE | probes passed |", "|---|---|---|---|"]
+        lines += [f"| {names.get(k, k)} | {r['accuracy']:.4f} | {r['ece']:.4f} | {r['probes']:.3f} |"
+                  for k, r in report["ablation"].items()]
+        probe_report = report["probe_report"]
+        columns = list(probe_report)
+        lines += ["", "### Behavioural probes", "",
+                  "Pass rate per category of `model/probes.json` (CheckList-style, written for this project):", "",
+                  "| category | probes | " + " | ".join(names.get(c, c) for c in columns) + " |",
+                  "|---|---|" + "---|" * len(columns)]
+        for category, n in probe_report["full"]["counts"].items():
+            lines.append(f"| {category} | {n} | " + " | ".join(f"{probe_report[c]['pass_rate'][category]:.3f}"
+                                                                for c in columns) + " |")
+        lines += ["", "## Known failure modes", "", "Probes the shipped model fails:", "",
+                  "| category | text | expected | P(positive) |", "|---|---|---|---|"]
+        for f in probe_report["full"]["failures"]:
+            if "text" in f:
+                lines.append(f"| {f['category']} | {f['text']} | {f['label']} | {f['positive']:.3f} |")
+            else:
+                lines.append(f"| {f['category']} | {f['weaker']} → {f['stronger']} | more {f['direction']} | "
+                             f"{f['p_weaker']:.3f} → {f['p_stronger']:.3f} |")
+    else:
+        lines += ["## Known failure modes", ""]
     lines += ["", FAILURE_NOTES, "",
               "Baselines measured on the same test split: a Keras Embedding(10000,128) → LSTM(128) model ≈ 86%, "
               "TF-IDF + logistic regression ≈ 91%.", ""]

@@ -1,9 +1,11 @@
 """Score an artifact on the IMDB test split through `load_model().predict_proba` (the path the service uses).
 
-    python -m model.evaluate --artifact model/artifacts/imdb-lstm-v2 --data ../shared/data/aclImdb_v1.tar.gz
+    python -m model.evaluate --data ../shared/data/aclImdb_v1.tar.gz [--artifact DIR] [--json FILE]
 
 Prints and writes (to --out, default ARTIFACT/report) accuracy, precision/recall/F1, ROC-AUC, ECE, Brier, the
-confusion matrix, accuracy by review length, and a reliability diagram and confusion-matrix PNG.
+confusion matrix, accuracy by review length, the ablation (each component of the model scored alone), the
+behavioural probes' pass rate per category (`model/probes.json`), and a reliability diagram and confusion-matrix
+PNG. --json writes the same report as one JSON object.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import torch
 from model import data as imdb
 from model.calibration import brier_score, expected_calibration_error, reliability_bins
 from model.predictor import load_model
+from model.probes import run_probes
 
 LENGTH_BUCKETS = ((0, 100), (100, 200), (200, 400), (400, 800), (800, None))
 
@@ -84,7 +87,7 @@ def save_plots(report: dict, out_dir: Path) -> list[str]:
     except ImportError:
         print("matplotlib not installed: skipping PNG plots (pip install '.[train]')", file=sys.stderr)
         return []
-    m = report["metrics"]
+    m = report["test"]
     bins = [b for b in report["reliability"] if b["count"]]
     fig, ax = plt.subplots(figsize=(4.5, 4.5), dpi=120)
     ax.plot([0, 1], [0, 1], "--", color="grey", label="perfect calibration")
@@ -122,10 +125,23 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, device: str = "aut
     predictions = model.predict(texts, batch_size=batch_size)
     seconds = time.perf_counter() - started
     probs = torch.tensor([p.positive for p in predictions], dtype=torch.float64)
+    components = {name: torch.tensor(p, dtype=torch.float64)
+                  for name, p in model.predict_components(texts, batch_size=batch_size).items()}
+    ablation = {"full": probs, **{f"{name}_only": p for name, p in components.items()}}
+    probes = run_probes(model.predict_proba)
+    probes_by_component = {f"{name}_only": run_probes(lambda t, n=name: model.predict_components(t)[n])
+                           for name in components}
     report = {
+        "version": model.version,
         "artifact": {"name": model.name, "version": model.version},
         "split": "test" if not sample else f"test (stratified sample of {len(reviews)}, seed {seed})",
-        "metrics": classification_metrics(probs, labels),
+        "test": classification_metrics(probs, labels),
+        "ablation": {name: {"accuracy": classification_metrics(p, labels)["accuracy"],
+                            "ece": expected_calibration_error(p, labels),
+                            "probes": (probes if name == "full" else probes_by_component[name])["overall"]}
+                     for name, p in ablation.items()},
+        "probes": probes["pass_rate"],
+        "probe_report": {"full": probes, **probes_by_component},
         "by_length": by_length(probs, labels, [p.tokens for p in predictions]),
         "reliability": reliability_bins(probs, labels),
         "throughput": {"reviews": len(texts), "seconds": round(seconds, 2),
@@ -141,7 +157,7 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, device: str = "aut
 
 
 def format_report(report: dict) -> str:
-    m = report["metrics"]
+    m = report["test"]
     (tn, fp), (fn, tp) = m["confusion_matrix"]
     lines = [f"{report['artifact']['name']} {report['artifact']['version']} on {report['split']} ({m['size']} reviews)",
              f"  accuracy  {m['accuracy']:.4f}    F1 {m['f1']:.4f}    precision {m['precision']:.4f}    "
@@ -152,6 +168,16 @@ def format_report(report: dict) -> str:
     for row in report["by_length"]:
         acc = f"{row['accuracy']:.4f}" if row["accuracy"] is not None else "  -   "
         lines.append(f"    {row['tokens']:>9}  n={row['count']:6d}  {acc}")
+    lines.append("  ablation (each component alone, its own calibration):")
+    for name, row in report["ablation"].items():
+        lines.append(f"    {name:>11}  accuracy {row['accuracy']:.4f}  ECE {row['ece']:.4f}  probes {row['probes']:.3f}")
+    lines.append("  behavioural probes, pass rate by category (full | " +
+                 " | ".join(k for k in report["probe_report"] if k != "full") + "):")
+    for category, rate in report["probes"].items():
+        others = " | ".join(f"{r['pass_rate'][category]:.3f}" for k, r in report["probe_report"].items()
+                            if k != "full")
+        n = report["probe_report"]["full"]["counts"][category]
+        lines.append(f"    {category:>17}  n={n:3d}  {rate:.3f} | {others}")
     t = report["throughput"]
     lines.append(f"  {t['reviews_per_second']} reviews/s on {t['device']} ({t['threads']} threads, batch {t['batch_size']})")
     return "\n".join(lines)
@@ -166,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None, help="report folder (default: ARTIFACT/report)")
     p.add_argument("--sample", type=int, default=0, help="score a stratified sample of N test reviews")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample")
+    p.add_argument("--json", metavar="FILE", default=None, help="also write the whole report to FILE as JSON")
     p.add_argument("--record", action="store_true", help="store the test metrics in the artifact's metrics.json "
                                                          "(full test split only; its checksum is updated)")
     a = p.parse_args(argv)
@@ -180,9 +207,12 @@ def main(argv: list[str] | None = None) -> int:
             p.error("--record stores full test-split metrics only: drop --sample")
         from model.artifact import update_metrics
 
-        update_metrics(artifact, {"test": report["metrics"], "test_by_length": report["by_length"],
-                                  "test_throughput": report["throughput"]})
+        update_metrics(artifact, {"test": report["test"], "ablation": report["ablation"], "probes": report["probes"],
+                                  "test_by_length": report["by_length"], "test_throughput": report["throughput"]})
         print(f"recorded test metrics in {artifact / 'metrics.json'}")
+    if a.json:
+        Path(a.json).write_text(json.dumps(report, indent=2) + "\n")
+        print(f"written: {a.json}")
     print(f"written: {out / 'report.json'} {' '.join(str(out / f) for f in report.get('plots', []))}")
     return 0
 

@@ -13,6 +13,7 @@ from typing import Sequence
 import torch
 
 from model.artifact import DEFAULT_ARTIFACT, load_artifact
+from model.network import COMPONENTS, right_pad
 from model.tokenizer import UNK_ID
 
 
@@ -121,6 +122,8 @@ class SentimentModel:
         self.version: str = self.config["version"]
         self.temperature: float = float(self.config["temperature"])
         self.labels: list[str] = list(self.config["labels"])
+        # Each component's own calibration (weight, bias fitted on validation), so each can be scored alone.
+        self.component_calibration: dict[str, dict] = dict(self.config.get("components", {}))
 
     def encode(self, texts: Sequence[str]) -> list[Encoded]:
         """Tokenise a batch with the tokenizer's (parallel, Rust) batch encoder."""
@@ -130,10 +133,7 @@ class SentimentModel:
 
     def collate(self, batch: Sequence[Encoded]) -> tuple[torch.Tensor, torch.Tensor]:
         """Right-pad to the longest row (padding never changes a result; see model.network)."""
-        lengths = torch.tensor([e.cost for e in batch], dtype=torch.long)
-        ids = torch.zeros((len(batch), int(lengths.max())), dtype=torch.long)
-        for row, e in enumerate(batch):
-            ids[row, : e.cost] = torch.tensor(e.ids, dtype=torch.long)
+        ids, lengths = right_pad([e.ids for e in batch])
         if self.device.type == "cuda":
             # Pinned host memory lets the copy overlap with whatever the GPU is still doing.
             return (ids.pin_memory().to(self.device, non_blocking=True),
@@ -145,6 +145,29 @@ class SentimentModel:
         """Calibrated logits (temperature applied) for one batch, as a CPU float tensor."""
         ids, lengths = self.collate(batch)
         return (self.network(ids, lengths).float() / self.temperature).cpu()
+
+    @torch.inference_mode()
+    def component_logits(self, batch: Sequence[Encoded]) -> dict[str, torch.Tensor]:
+        """Each component's calibrated logits for one batch: "lstm" (the sequence path alone) and, when the model
+        has one, "ngram" (the n-gram model alone). The ablations score them one by one."""
+        ids, lengths = self.collate(batch)
+        logits = self.network.components(ids, lengths).float().cpu()
+        out = {}
+        for k, name in enumerate(COMPONENTS[:logits.size(1)]):
+            cal = self.component_calibration.get(name, {"weight": 1.0, "bias": 0.0})
+            out[name] = logits[:, k] * cal["weight"] + cal["bias"]
+        return out
+
+    def predict_components(self, texts: Sequence[str], batch_size: int = 64) -> dict[str, list[float]]:
+        """Calibrated P(positive) per text from each component alone (see `component_logits`)."""
+        encoded = self.encode(texts)
+        probs: dict[str, list[float]] = {}
+        for indices in self.plan_batches(encoded, batch_size):
+            for name, logits in self.component_logits([encoded[i] for i in indices]).items():
+                column = probs.setdefault(name, [0.0] * len(encoded))
+                for i, p in zip(indices, torch.sigmoid(logits).tolist()):
+                    column[i] = p
+        return probs
 
     def predict_encoded(self, batch: Sequence[Encoded]) -> list[float]:
         """Calibrated P(positive) for one already-sized batch, in input order.

@@ -21,7 +21,7 @@
 # --iptables=false the published port is served by docker-proxy (the userland proxy), so 127.0.0.1:8000 on the host
 # reaches the container without network_mode: host. Builds use --network host (no NAT without iptables).
 #
-# When model/artifacts/imdb-lstm-v2 is absent (the shipped model is not trained yet), the image is built from a
+# When model/artifacts/imdb-lstm-v3 is absent (the shipped model is not trained yet), the image is built from a
 # throwaway copy of the build context holding a smoke artifact, with a warning: the plumbing is still tested.
 #
 # Environment: BASE_IMAGE (python:3.11-slim), IMAGE_TAG (ci), HOST_PORT (8000, or a free port when 8000 is busy),
@@ -38,7 +38,7 @@ CACHE_DIR=${CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/imdb-sentiment-docker}
 STATE_DIR=${STATE_DIR:-/tmp/imdb-sentiment-docker}
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
 HEALTH_TIMEOUT_S=${HEALTH_TIMEOUT_S:-180}
-ARTIFACT=model/artifacts/imdb-lstm-v2
+ARTIFACT=model/artifacts/imdb-lstm-v3
 PROJECT=imdb-sentiment-ci
 COMPOSE_FILES=(-f docker-compose.yml)
 PYTHON=${PYTHON:-python3}

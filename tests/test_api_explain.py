@@ -14,7 +14,7 @@ import pytest
 
 from app.main import create_app
 
-# The smoke model's vocabulary (model.train.smoke_corpus).
+# The smoke model's vocabulary (model.training.smoke.smoke_corpus).
 POSITIVE = ["great", "wonderful", "superb", "brilliant", "loved", "moving", "excellent", "fun"]
 NEGATIVE = ["awful", "boring", "terrible", "worst", "waste", "dull", "stupid", "bad"]
 FILLER = ["the", "movie", "film", "plot", "actor", "scene", "story", "it", "was", "and", "a", "of", "this", "i",

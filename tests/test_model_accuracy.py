@@ -19,7 +19,7 @@ def test_shipped_model_scores_at_least_91_percent_on_a_2000_review_test_sample(t
     from model.evaluate import evaluate_artifact
 
     report = evaluate_artifact(DEFAULT_ARTIFACT, DATA, device="cpu", out_dir=tmp_path, sample=2000, seed=0)
-    metrics = report["metrics"]
+    metrics = report["test"]
     assert metrics["size"] == 2000
     assert metrics["accuracy"] >= 0.91, metrics
     assert metrics["ece"] <= 0.05, metrics

@@ -5,8 +5,9 @@ import random
 import pytest
 import torch
 
-from model.ngram import NgramBranch, fit_ngram_branch, log_count_ratio, present_ngrams
-from model.train import make_batch
+from model.ngram import NgramBranch, present_ngrams
+from model.training.batches import make_batch
+from model.training.ngram_fit import fit_ngram_branch, log_count_ratio
 
 VOCAB, BUCKETS = 20, 200
 

@@ -237,7 +237,9 @@ def stage_teacher(run: Run) -> None:
     t0 = time.time()
     val = predict_components(run.network, run.val_ids, run.device)
     weights, bias = fit_blend(val, run.val_y)
-    blend = lambda c: c.double() @ torch.tensor(weights, dtype=torch.float64) + bias  # noqa: E731
+    def blend(components: torch.Tensor) -> torch.Tensor:
+        return components.double() @ torch.tensor(weights, dtype=torch.float64) + bias
+
     probs = torch.sigmoid(blend(predict_components(run.network, run.unsup_ids, run.device))).float()
     accuracy = binary_metrics(blend(val).float(), run.val_y)["accuracy"]
     torch.save({"probs": probs}, path)
