@@ -37,9 +37,10 @@ log = logging.getLogger("app.batcher")
 
 
 class QueueFull(Exception):
-    def __init__(self, retry_after_s: int):
-        super().__init__(f"queue full; retry after {retry_after_s} s")
+    def __init__(self, retry_after_s: int, queue_depth: int):
+        super().__init__(f"queue full ({queue_depth} texts waiting); retry after {retry_after_s} s")
         self.retry_after_s = retry_after_s
+        self.queue_depth = queue_depth
 
 
 class NotAdmitting(Exception):
@@ -179,10 +180,10 @@ class Batcher:
             raise NotAdmitting("the server is not accepting work")
         if len(self._queue) + count > self.max_queue:
             self._metrics.rejected.labels("queue_full").inc(count)
-            raise QueueFull(self.retry_after_s(count))
+            raise QueueFull(self.retry_after_s(count), len(self._queue))
         if self.max_queue_s is not None and self.backlog_s(count) > self.max_queue_s:
             self._metrics.rejected.labels("queue_too_slow").inc(count)
-            raise QueueFull(self.retry_after_s(count))
+            raise QueueFull(self.retry_after_s(count), len(self._queue))
 
     def submit(self, items: Sequence[Item]) -> list[Job]:
         """Admit all texts of one request or none of them."""

@@ -13,6 +13,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 
+from app import failures
 from app.responses import OrjsonResponse
 from app.validation import describe_validation_error
 
@@ -69,6 +70,37 @@ class ServiceError(HTTPException):
         self.code = code
         self.message = message
 
+    def response(self, request_id: str | None) -> OrjsonResponse:
+        return error_response(self.code, self.message, request_id, self.headers)
+
+
+def from_failure(exc: Exception) -> ServiceError:
+    """The answer to one of the service's domain errors (`app.failures`), or the error itself re-raised."""
+    if isinstance(exc, failures.QueueFull):
+        return ServiceError(ErrorCode.QUEUE_FULL, f"the server is at capacity ({exc.queue_depth} texts waiting): "
+                            f"retry after {exc.retry_after_s} s", {"Retry-After": str(exc.retry_after_s)})
+    if isinstance(exc, failures.Unavailable):
+        if exc.reason == "starting":
+            return ServiceError(ErrorCode.NOT_READY, "the model is still loading: retry in a few seconds",
+                                {"Retry-After": "5"})
+        if exc.reason == "failed":
+            return ServiceError(ErrorCode.NOT_READY, "the service hit an internal failure and is restarting: retry "
+                                                     "shortly", {"Retry-After": "5"})
+        return ServiceError(ErrorCode.SHUTTING_DOWN, "the server is shutting down: send the request again (to "
+                                                     "another instance)", {"Retry-After": "1"})
+    if isinstance(exc, failures.DeadlineExceeded):
+        return ServiceError(ErrorCode.TIMEOUT, f"no answer within SENTIMENT_REQUEST_TIMEOUT_S={exc.timeout_s:g} s "
+                            f"(the server is overloaded): retry later or send fewer or shorter texts",
+                            {"Retry-After": str(exc.retry_after_s)})
+    if isinstance(exc, failures.InferenceError):
+        return ServiceError(ErrorCode.INFERENCE_FAILED, f"the model failed on this input (error id {exc.error_id}, "
+                            f"logged on the server): retry, and report it if it persists")
+    if isinstance(exc, failures.ExplainFailed):
+        return ServiceError(ErrorCode.INFERENCE_FAILED, f"the model failed to explain this input (error id "
+                            f"{exc.error_id}, logged on the server): retry without explain, and report it if it "
+                            f"persists")
+    raise exc
+
 
 def error_body(code: ErrorCode, message: str, request_id: str | None) -> dict:
     return {"error": {"code": code.value, "message": message, "request_id": request_id}}
@@ -105,6 +137,10 @@ def _from_http_exception(request: Request, exc: HTTPException) -> tuple[ErrorCod
     return ErrorCode.INTERNAL, "internal error; the request id identifies it in the server log"
 
 
+async def _handle_failure(request: Request, exc: Exception) -> OrjsonResponse:
+    return from_failure(exc).response(request_id_of(request))
+
+
 async def _handle_http_exception(request: Request, exc: HTTPException) -> OrjsonResponse:
     code, message = _from_http_exception(request, exc)
     headers = dict(exc.headers or {})
@@ -122,3 +158,6 @@ async def _handle_validation_error(request: Request, exc: RequestValidationError
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _handle_http_exception)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
+    for failure in (failures.QueueFull, failures.Unavailable, failures.DeadlineExceeded, failures.InferenceError,
+                    failures.ExplainFailed):
+        app.add_exception_handler(failure, _handle_failure)

@@ -24,7 +24,6 @@ log = logging.getLogger("app.middleware")
 # An incoming id is echoed only if it is short and plain, so it cannot inject anything into logs or headers.
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
 PREDICT_PATH = "/predict"
-TIMING_HEADERS = {"x-queue-time-ms": "queue_ms", "x-inference-time-ms": "inference_ms"}
 
 
 class RequestContextMiddleware:
@@ -45,7 +44,6 @@ class RequestContextMiddleware:
         state["request_id"] = request_id
         state["started"] = started
         status = 500
-        timing: dict[str, str] = {}
         response_started = False
 
         async def send_with_id(message: Message) -> None:
@@ -53,11 +51,7 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                headers = MutableHeaders(scope=message)
-                headers["x-request-id"] = request_id
-                for header, key in TIMING_HEADERS.items():
-                    if header in headers:
-                        timing[key] = headers[header]
+                MutableHeaders(scope=message)["x-request-id"] = request_id
             await send(message)
 
         try:
@@ -75,6 +69,7 @@ class RequestContextMiddleware:
             if path == PREDICT_PATH and scope.get("method") == "POST":
                 self.metrics.requests.labels(str(status)).inc()
                 self.metrics.request_seconds.observe(elapsed)
+            timing = state.get("timing", {})  # set by the /predict answer (app.api.routes.predict.answer)
             extras = "".join(f" {k}={v}" for k, v in timing.items())
             access_log.info("%s %s %d %.1fms request_id=%s%s", scope.get("method"), path, status, elapsed * 1000,
                             request_id, extras,
@@ -151,4 +146,4 @@ class BodyLimitMiddleware:
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, exc: ServiceError) -> None:
         request_id = scope.get("state", {}).get("request_id")
-        await error_response(exc.code, exc.message, request_id, exc.headers)(scope, receive, send)
+        await exc.response(request_id)(scope, receive, send)

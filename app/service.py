@@ -7,16 +7,16 @@ import contextlib
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import model as sentiment_model
 from app import memory
-from app.batcher import Batcher, InferenceError, NotAdmitting, Outcome, QueueFull
+from app.batcher import Batcher, NotAdmitting, Outcome
 from app.config import Settings
-from app.errors import ErrorCode, ServiceError
+from app.failures import ClientGone, DeadlineExceeded, ExplainFailed, Unavailable
 from app.metrics import Metrics
 from app.torch_thread import torch_thread
 from model.explain import explain as explain_text
@@ -27,11 +27,6 @@ WARM_UP_TEXTS = ["Warm-up.", "A longer warm-up text: the first forward passes al
                  "they run before the server reports ready rather than on a user's request. " * 8]
 
 State = Literal["starting", "ready", "draining", "stopped", "failed"]
-Receive = Callable[[], Awaitable[dict]]
-
-
-class ClientGone(Exception):
-    """The client disconnected while its texts waited; nobody will read an answer."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,29 +155,27 @@ class Service:
         if self._on_fatal is not None:
             self._on_fatal(exc)
 
-    def refusal(self) -> ServiceError:
+    def refusal(self) -> Unavailable:
         """Why no work is admitted right now."""
-        if self.state == "starting":
-            return ServiceError(ErrorCode.NOT_READY, "the model is still loading: retry in a few seconds",
-                                {"Retry-After": "5"})
-        if self.state == "failed":
-            return ServiceError(ErrorCode.NOT_READY, "the service hit an internal failure and is restarting: retry "
-                                                     "shortly", {"Retry-After": "5"})
-        return ServiceError(ErrorCode.SHUTTING_DOWN, "the server is shutting down: send the request again (to "
-                                                     "another instance)", {"Retry-After": "1"})
+        if self.state in ("starting", "failed"):
+            return Unavailable(self.state)
+        return Unavailable("draining")
 
     # -- one request ----------------------------------------------------------------------------------------------
 
-    async def classify(self, texts: list[str], receive: Receive, started: float, explain: bool = False) -> Classified:
-        """Results for `texts` in order, each with an `explanation` if asked; raises ServiceError (429, 503, 504,
-        500) or ClientGone."""
+    async def classify(self, texts: list[str], deadline: float, client_gone: asyncio.Future,
+                       explain: bool = False) -> Classified:
+        """Results for `texts` in order, each with an `explanation` if asked, by `deadline` (time.monotonic()).
+
+        `client_gone` completes when the client disconnects (the caller owns it). Raises the domain errors of
+        `app.failures`: QueueFull, Unavailable, DeadlineExceeded, InferenceError, ExplainFailed, ClientGone."""
         if not self.ready:
             raise self.refusal()
         with self._tracking(explain):
-            done = await self._classify(texts, receive, started)
+            done = await self._classify(texts, deadline, client_gone)
             if explain:
                 # The probabilities stay those of the batched path; the explanation adds to them.
-                explanations = await self._explain(texts, receive, started + self.settings.request_timeout_s)
+                explanations = [await self._explain_one(text, client_gone, deadline) for text in texts]
                 for result, explanation in zip(done.results, explanations):
                     result["explanation"] = explanation
             return done
@@ -201,65 +194,45 @@ class Service:
             if not self._explaining:
                 self._explained.set()
 
-    async def _classify(self, texts: list[str], receive: Receive, started: float) -> Classified:
+    async def _classify(self, texts: list[str], deadline: float, client_gone: asyncio.Future) -> Classified:
         try:
             jobs = self.batcher.submit([Text.of(t) for t in texts])
-        except QueueFull as exc:
-            raise ServiceError(ErrorCode.QUEUE_FULL, f"the server is at capacity ({self.batcher.queue_depth} texts "
-                               f"waiting): retry after {exc.retry_after_s} s",
-                               {"Retry-After": str(exc.retry_after_s)}) from None
         except NotAdmitting:
             raise self.refusal() from None
-        outcomes = await self._wait(jobs, receive, started + self.settings.request_timeout_s)
+        outcomes = await self._wait(jobs, client_gone, deadline)
         results = [self._result(o.result.positive, o.result.tokens) for o in outcomes]
         batches = {o.batch_id: o.inference_s for o in outcomes}
         return Classified(results, 1000 * max(o.queue_s for o in outcomes), 1000 * sum(batches.values()))
 
-    async def _wait(self, jobs, receive: Receive, deadline: float) -> list[Outcome]:
+    async def _wait(self, jobs, client_gone: asyncio.Future, deadline: float) -> list[Outcome]:
         results = asyncio.gather(*(j.future for j in jobs))
         # Retrieve the outcome even when nobody awaits it any more, so asyncio does not warn about it.
         results.add_done_callback(lambda f: f.cancelled() or f.exception())
-        gone = asyncio.ensure_future(_wait_for_disconnect(receive))
         try:
-            done, _ = await asyncio.wait({results, gone}, timeout=max(0.0, deadline - time.monotonic()),
+            done, _ = await asyncio.wait({results, client_gone}, timeout=max(0.0, deadline - time.monotonic()),
                                          return_when=asyncio.FIRST_COMPLETED)
         except asyncio.CancelledError:
             self.batcher.abandon(jobs, "cancelled")
             raise
-        finally:
-            gone.cancel()
         if results in done:
             try:
                 return results.result()
-            except InferenceError as exc:
-                raise ServiceError(ErrorCode.INFERENCE_FAILED, f"the model failed on this input (error id "
-                                   f"{exc.error_id}, logged on the server): retry, and report it if it "
-                                   f"persists") from None
             except NotAdmitting:
                 raise self.refusal() from None
-        if gone in done:
+        if client_gone in done:
             self.batcher.abandon(jobs, "disconnected")
             raise ClientGone
         self.batcher.abandon(jobs, "deadline")
         raise self._timeout()
 
-    def _timeout(self) -> ServiceError:
-        return ServiceError(ErrorCode.TIMEOUT, f"no answer within SENTIMENT_REQUEST_TIMEOUT_S="
-                            f"{self.settings.request_timeout_s:g} s (the server is overloaded): retry later or send "
-                            f"fewer or shorter texts", {"Retry-After": str(self.batcher.retry_after_s())})
+    def _timeout(self) -> DeadlineExceeded:
+        return DeadlineExceeded(self.settings.request_timeout_s, self.batcher.retry_after_s())
 
     # -- explanations -----------------------------------------------------------------------------------------------
 
-    async def _explain(self, texts: list[str], receive: Receive, deadline: float) -> list[dict[str, Any]]:
+    async def _explain_one(self, text: str, gone: asyncio.Future, deadline: float) -> dict[str, Any]:
         """One job per text on the batcher's forward-pass thread: never on the event loop, never alongside a
         forward pass, and batches that queue meanwhile run between two texts' explanations."""
-        gone = asyncio.ensure_future(_wait_for_disconnect(receive))
-        try:
-            return [await self._explain_one(text, gone, deadline) for text in texts]
-        finally:
-            gone.cancel()
-
-    async def _explain_one(self, text: str, gone: asyncio.Future, deadline: float) -> dict[str, Any]:
         work = asyncio.ensure_future(self.batcher.run_in_worker(self._explain_now, text))
         try:
             done, _ = await asyncio.wait({work, gone}, timeout=max(0.0, deadline - time.monotonic()),
@@ -279,9 +252,7 @@ class Service:
                 log.error("explaining a text failed [error_id=%s]", error_id, exc_info=exc,
                           extra={"error_id": error_id})
                 self.metrics.failures.inc()
-                raise ServiceError(ErrorCode.INFERENCE_FAILED, f"the model failed to explain this input (error "
-                                   f"id {error_id}, logged on the server): retry without explain, and report it "
-                                   f"if it persists") from None
+                raise ExplainFailed(error_id) from None
         if gone in done:
             raise ClientGone
         raise self._timeout()
@@ -306,8 +277,3 @@ class Service:
                 # The model reads every token (model.Encoded): nothing is cut or windowed.
                 "tokens": tokens, "truncated": False, "model_version": self.model.version}
 
-
-async def _wait_for_disconnect(receive: Receive) -> None:
-    # After the body has been read, the next ASGI message is `http.disconnect`: it arrives when the client leaves.
-    while (await receive())["type"] != "http.disconnect":
-        pass

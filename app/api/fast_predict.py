@@ -22,7 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api.routes.predict import answer
 from app.config import Settings
-from app.errors import ServiceError, error_response, request_id_of
+from app.errors import from_failure, request_id_of
 from app.middleware import PREDICT_PATH
 from app.schemas import request_models
 from app.service import Service
@@ -49,9 +49,9 @@ class PredictFastPath:
             return
         try:
             response = await answer(self.service, request, isinstance(request, self.text_request), receive,
-                                    scope["state"]["started"])
-        except ServiceError as exc:  # as app.errors answers it on the route
-            response = error_response(exc.code, exc.message, request_id_of(scope), exc.headers)
+                                    scope["state"])
+        except Exception as exc:  # noqa: BLE001 - a domain error is answered as the route answers it; others re-raise
+            response = from_failure(exc).response(request_id_of(scope))
         await response(scope, receive, send)
 
     @staticmethod

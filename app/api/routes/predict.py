@@ -4,6 +4,7 @@ No `from __future__ import annotations` here: the request models are local to `c
 see them as real objects in the signature, not as names to look up in the module.
 """
 
+import asyncio
 import re
 from typing import Annotated
 
@@ -12,9 +13,10 @@ from fastapi import APIRouter, Body, Query, Request, Response
 from app.api.deps import ServiceDep, auth_dependencies
 from app.api.documented import error_responses
 from app.config import Settings
+from app.failures import ClientGone
 from app.responses import OrjsonResponse
 from app.schemas import EXAMPLE_TEXT, EXAMPLE_TEXTS, EXPLAIN_DESCRIPTION, BatchPrediction, Prediction, request_models
-from app.service import ClientGone, Service
+from app.service import Service
 
 _TIMING_HEADERS = {
     "x-request-id": {"description": "The request's id (the incoming one if it was plain, else a new one); also "
@@ -30,7 +32,7 @@ _EXAMPLES = {
     "explain": {"summary": "One review, explained", "value": {"text": EXAMPLE_TEXT, "explain": True}},
 }
 _RESULT = {"label": "positive", "probabilities": {"positive": 0.97, "negative": 0.03}, "tokens": 15,
-           "truncated": False, "model_version": "2.0.0"}
+           "truncated": False, "model_version": "3.0.0"}
 _NEGATIVE = {**_RESULT, "label": "negative", "probabilities": {"positive": 0.04, "negative": 0.96}, "tokens": 14}
 _WEIGHTS = {"moving": 0.08, "beautifully": 0.11, "acted": 0.02, "loved": 0.21, "every": 0.03, "minute": -0.01}
 _WORDS = [{"word": m.group(), "start": m.start(), "end": m.end(), "weight": _WEIGHTS.get(m.group(), 0.0)}
@@ -73,19 +75,34 @@ def create_router(settings: Settings) -> APIRouter:
         extra forward-pass row per word (at most SENTIMENT_MAX_EXPLAIN_WORDS per text), run on the same
         inference thread as the batches; the probabilities are those of the plain request."""
         return await answer(service, body, isinstance(body, text_request), request.receive,
-                            request.state.started, explain=explain or body.explain)
+                            request.scope["state"], explain=explain or body.explain)
 
     return router
 
 
-async def answer(service: Service, body, single: bool, receive, started: float, explain: bool = False) -> Response:
-    """The answer to a validated body (`app.api.fast_predict` answers most requests with it too); raises
-    ServiceError."""
+async def answer(service: Service, body, single: bool, receive, state: dict, explain: bool = False) -> Response:
+    """The answer to a validated body (`app.api.fast_predict` answers most requests with it too); raises the
+    service's domain errors (`app.failures`), which `app.errors.from_failure` maps to statuses.
+
+    `state` is the request's ASGI state: its `started` time sets the deadline, and the timings go back into it
+    (`timing`) for the access log."""
     texts = [body.text] if single else body.texts
+    gone = asyncio.ensure_future(_wait_for_disconnect(receive))
     try:
-        done = await service.classify(texts, receive, started, explain=explain)
+        done = await service.classify(texts, state["started"] + service.settings.request_timeout_s, gone,
+                                      explain=explain)
     except ClientGone:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
+    finally:
+        gone.cancel()
     content = done.results[0] if single else {"results": done.results}
-    return OrjsonResponse(content, headers={"x-queue-time-ms": f"{done.queue_ms:.3f}",
-                                            "x-inference-time-ms": f"{done.inference_ms:.3f}"})
+    timing = {"queue_ms": f"{done.queue_ms:.3f}", "inference_ms": f"{done.inference_ms:.3f}"}
+    state["timing"] = timing
+    return OrjsonResponse(content, headers={"x-queue-time-ms": timing["queue_ms"],
+                                            "x-inference-time-ms": timing["inference_ms"]})
+
+
+async def _wait_for_disconnect(receive) -> None:
+    # After the body has been read, the next ASGI message is `http.disconnect`: it arrives when the client leaves.
+    while (await receive())["type"] != "http.disconnect":
+        pass
