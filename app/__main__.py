@@ -120,9 +120,8 @@ def load(settings: Settings, executor):
 
 def sequential_tokenizer() -> None:
     """The torch workers tokenise their own batches (app.service), one batch per worker, a worker per core: the
-    tokenizer's own thread pool on top only added threads waiting for a core and hand-offs between them. At 64
-    connections, 3 of 3 back-to-back pairs of runs were faster without it (mean 630 against 594 req/s), and the
-    tokenizer used 0.10 cores instead of 0.19. A value set by the user is kept."""
+    tokenizer's own thread pool on top only adds threads waiting for a core and hand-offs between them (measured
+    slower at 64 connections; see git log for this function). A value set by the user is kept."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
@@ -132,9 +131,8 @@ GIL_SWITCH_INTERVAL_S = 0.0001
 
 def share_the_gil() -> None:
     """A forward pass takes the GIL back after every torch op. When the event loop is busy in Python (a flood of
-    requests refused with 429), each of those takes waited up to the 5 ms default switch interval, and the model
-    starved: bench.overload (queue of 128, 512 connections, 20 s) answered 818 requests with 200 at 5 ms, 2,057 at
-    0.5 ms and 2,715 at 0.1 ms. At 64 connections without overload it made no difference that stood out of noise."""
+    requests refused with 429), each of those takes waits up to the switch interval, and with the 5 ms default the
+    model starved (bench.overload answered several times fewer requests; figures in git log for this function)."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
 
 

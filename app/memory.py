@@ -1,15 +1,15 @@
 """The memory allocator the process runs on, and giving freed heap memory back to the OS.
 
 Forward passes over batches of different shapes allocate and free tensors of every size. glibc's malloc keeps
-freed pages in its arenas, and under steady load the resident set crept up by 3 to 16% in ten minutes without any
-leak (docs/reliability.md, soak runs 1-5). jemalloc, preloaded (`LD_PRELOAD`, as the Docker image and `make serve`
-do when it is installed), returns them on its own: its soak run stayed flat (-0.45%). Under glibc the service calls
-`malloc_trim(0)` every few seconds between forward passes instead; it takes back part of the growth, not all.
+freed pages in its arenas, so under steady load the resident set creeps up without any leak (docs/reliability.md).
+jemalloc, preloaded (`LD_PRELOAD`, as the Docker image and `make serve` do when it is installed), returns them on
+its own. Under glibc the service calls `malloc_trim(0)` every few seconds between forward passes instead; it takes
+back part of the growth, not all.
 
 jemalloc runs with `MALLOC_CONF=oversize_threshold:0` (`JEMALLOC_CONF`). By default it serves every allocation of
-8 MiB or more (a batch's LSTM outputs, say) from an arena that hands the pages back to the OS at once, so the next
-forward pass faulted them in again: 55-63 thousand page faults a second at 64 connections against 10-12 thousand
-with the setting, and 476/490 against 540/554 requests/s in back-to-back runs.
+8 MiB or more (a batch's LSTM outputs, say) from an arena that hands the pages back to the OS at once, so every
+forward pass faulted them in again, several times more page faults and a slower server (figures in the commit that
+added the setting, `git log -S oversize_threshold`).
 """
 
 from __future__ import annotations

@@ -1,10 +1,8 @@
 """POST /predict without FastAPI's routing, for the plain requests that need nothing else from it.
 
 FastAPI's layers (its routing, dependency solving, request parsing and middleware) cost the event loop about half
-of a request: with an instant model (`bench.http_path`), 454-558 µs of server CPU per request through the route
-against 215-255 µs with the same middleware, validation and service but without them. On this 2-core machine the
-event loop shares the cores with the forward passes, so at 64 connections on the real model that was 655/587 and
-617/537 requests/s (without/with), back to back.
+of a request (`bench.http_path` measures the HTTP path alone; the figures are in the commit that added this file).
+On a small machine the event loop shares the cores with the forward passes, so that half is throughput.
 
 A request takes this path only when the server has no API key, and the request is a JSON POST to /predict with no
 query string, its body validates against the route's own request models, and it does not ask to be explained.
