@@ -10,7 +10,7 @@ import argparse
 
 import torch
 
-from bench.run import test_reviews
+from bench.harness import test_reviews
 from model import load_model
 from model.explain import explain
 

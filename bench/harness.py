@@ -1,20 +1,131 @@
-"""What bench.overload and bench.soak share: the real server (bench.run.Server), bodies from real IMDB test reviews,
-a lone request's latency, a readiness prober and an RSS sampler running beside the load, and /metrics."""
+"""What the benchmark scripts share: a real server process (`Server`), wrk, bodies from real IMDB test reviews, a
+lone request's latency, a readiness prober and an RSS sampler running beside the load, and /metrics."""
 
 from __future__ import annotations
 
 import http.client
 import json
 import os
+import random
 import re
+import signal
+import socket
 import statistics
+import subprocess
 import sys
 import threading
 import time
 import urllib.request
 from pathlib import Path
 
-from bench.run import Server, free_port, preload, test_reviews, write_bodies
+ROOT = Path(__file__).resolve().parents[1]
+LUA = Path(__file__).with_name("rotate.lua")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def preload() -> dict[str, str]:
+    """jemalloc for server processes when this machine has it, as `make serve` and the Docker image run them (set
+    LD_PRELOAD yourself to choose; empty to keep glibc's malloc)."""
+    from app.memory import JEMALLOC_CONF, jemalloc_library
+
+    if "LD_PRELOAD" in os.environ:
+        return {}
+    library = jemalloc_library()
+    return {"LD_PRELOAD": library, "MALLOC_CONF": os.environ.get("MALLOC_CONF", JEMALLOC_CONF)} if library else {}
+
+
+def test_reviews(data: str, n: int, seed: int) -> list[str]:
+    from model import data as imdb
+
+    reviews = [r.text for r in imdb.iter_reviews(data, ("test",))]
+    random.Random(seed).shuffle(reviews)
+    return reviews[:n]
+
+
+class Server:
+    """A server subprocess on a free port, with its CPU time and peak RSS read from /proc."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], port: int, log_path: Path | None = None):
+        """`log_path`: where the server's output goes (long runs must not fill an unread pipe); default a pipe."""
+        self.port = port
+        started = time.perf_counter()
+        self._log = open(log_path, "w") if log_path else subprocess.PIPE  # noqa: SIM115 - lives with the process
+        self.proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
+                                     stderr=self._log, text=True, start_new_session=True)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                output = log_path.read_text() if log_path else self.proc.stderr.read()
+                raise RuntimeError(f"server exited: {output[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                time.sleep(0.05)
+        else:
+            raise RuntimeError("server never became ready")
+        self.ready_s = time.perf_counter() - started
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def allocator(self) -> str:
+        """`jemalloc` if the server process has it loaded, else `glibc`."""
+        from app.memory import jemalloc_loaded
+
+        return "jemalloc" if jemalloc_loaded(self.proc.pid) else "glibc"
+
+    def peak_rss_mb(self) -> float:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+
+    def rss_mb(self) -> float:
+        status = Path(f"/proc/{self.proc.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+
+    def stop(self) -> int:
+        """SIGTERM (a drain), then SIGKILL after 40 s; the exit code."""
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        if self._log is not subprocess.PIPE:
+            self._log.close()
+        return self.proc.returncode
+
+
+def wrk(port: int, bodies: Path, connections: int, duration: float, threads: int = 2, timeout_s: float = 60) -> dict:
+    """One closed-loop wrk run; the Lua script prints a JSON summary line at the end."""
+    # wrk takes whole seconds only ("-d2.5s" is a usage error).
+    cmd = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{max(1, round(duration))}s",
+           "--timeout", f"{max(1, round(timeout_s))}s",
+           "-s", str(LUA), f"http://127.0.0.1:{port}/predict"]
+    out = subprocess.run(cmd, env={**os.environ, "BENCH_BODIES": str(bodies)}, capture_output=True, text=True,
+                         timeout=duration + 120).stdout
+    line = next((ln for ln in out.splitlines() if ln.startswith("JSON ")), None)
+    if line is None:
+        raise RuntimeError(f"wrk printed no summary:\n{out}")
+    return json.loads(line[5:])
+
+
+def write_bodies(path: Path, texts: list[str], per_request: int) -> Path:
+    with path.open("w") as f:
+        for i in range(0, len(texts) - per_request + 1, per_request):
+            chunk = texts[i:i + per_request]
+            body = {"text": chunk[0]} if per_request == 1 else {"texts": chunk}
+            f.write(json.dumps(body) + "\n")
+    return path
+
 
 DEFAULT_DATA = "../shared/data/aclImdb_v1.tar.gz"
 

@@ -16,7 +16,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.run import Server, free_port, preload, test_reviews, write_bodies, wrk
+from bench.harness import Server, free_port, preload, test_reviews, write_bodies, wrk
 
 
 def serve(argv: list[str]) -> int:

@@ -105,8 +105,8 @@ def main(argv: list[str] | None = None) -> int:
         lines += [f"| {versions[name]} | {c} × {t} | {bs} | {v:.1f} |" for (c, t, bs), v in by_layout.items()]
     if "baseline" in best:
         ratio = best["model"]["reviews_per_s"] / best["baseline"]["reviews_per_s"]
-        lines += ["", f"Best layouts: {versions['model']} {best['model']['reviews_per_s']:.1f} reviews/s, "
-                      f"{versions['baseline']} {best['baseline']['reviews_per_s']:.1f}: **{ratio:.0%}**."]
+        lines += ["", (f"Best layouts: {versions['model']} {best['model']['reviews_per_s']:.1f} reviews/s, "
+                       f"{versions['baseline']} {best['baseline']['reviews_per_s']:.1f}: **{ratio:.0%}**.")]
         print(f"ratio {ratio:.3f}")
     text = "\n".join(lines) + "\n"
     print(text)

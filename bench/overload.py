@@ -22,8 +22,17 @@ import tempfile
 import time
 from pathlib import Path
 
-from bench.harness import DEFAULT_DATA, Sampler, lone_latency, metrics, report, review_bodies, setting, start_service
-from bench.run import wrk
+from bench.harness import (
+    DEFAULT_DATA,
+    Sampler,
+    lone_latency,
+    metrics,
+    report,
+    review_bodies,
+    setting,
+    start_service,
+    wrk,
+)
 
 
 def parse_env(pairs: list[str]) -> dict[str, str]:

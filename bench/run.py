@@ -13,45 +13,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import random
-import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-LUA = Path(__file__).with_name("rotate.lua")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def preload() -> dict[str, str]:
-    """jemalloc for server processes when this machine has it, as `make serve` and the Docker image run them (set
-    LD_PRELOAD yourself to choose; empty to keep glibc's malloc)."""
-    from app.memory import JEMALLOC_CONF, jemalloc_library
-
-    if "LD_PRELOAD" in os.environ:
-        return {}
-    library = jemalloc_library()
-    return {"LD_PRELOAD": library, "MALLOC_CONF": os.environ.get("MALLOC_CONF", JEMALLOC_CONF)} if library else {}
-
-
-def test_reviews(data: str, n: int, seed: int) -> list[str]:
-    from model import data as imdb
-
-    reviews = [r.text for r in imdb.iter_reviews(data, ("test",))]
-    random.Random(seed).shuffle(reviews)
-    return reviews[:n]
+from bench.harness import Server, free_port, preload, test_reviews, write_bodies, wrk
 
 
 def in_process(texts: list[str], batch_sizes: list[int], device: str, thread_counts: list[int]) -> list[dict]:
@@ -81,77 +49,6 @@ def in_process(texts: list[str], batch_sizes: list[int], device: str, thread_cou
     return rows
 
 
-class Server:
-    """A server subprocess on a free port, with its CPU time and peak RSS read from /proc."""
-
-    def __init__(self, argv: list[str], env: dict[str, str], port: int, log_path: Path | None = None):
-        """`log_path`: where the server's output goes (long runs must not fill an unread pipe); default a pipe."""
-        self.port = port
-        started = time.perf_counter()
-        self._log = open(log_path, "w") if log_path else subprocess.PIPE  # noqa: SIM115 - lives with the process
-        self.proc = subprocess.Popen(argv, cwd=ROOT, env={**os.environ, **env}, stdout=subprocess.DEVNULL,
-                                     stderr=self._log, text=True, start_new_session=True)
-        deadline = time.time() + 120
-        while time.time() < deadline:
-            if self.proc.poll() is not None:
-                output = log_path.read_text() if log_path else self.proc.stderr.read()
-                raise RuntimeError(f"server exited: {output[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health/ready", timeout=1) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError("server never became ready")
-        self.ready_s = time.perf_counter() - started
-
-    def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def allocator(self) -> str:
-        """`jemalloc` if the server process has it loaded, else `glibc`."""
-        from app.memory import jemalloc_loaded
-
-        return "jemalloc" if jemalloc_loaded(self.proc.pid) else "glibc"
-
-    def peak_rss_mb(self) -> float:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
-
-    def rss_mb(self) -> float:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
-
-    def stop(self) -> int:
-        """SIGTERM (a drain), then SIGKILL after 40 s; the exit code."""
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=40)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait()
-        if self._log is not subprocess.PIPE:
-            self._log.close()
-        return self.proc.returncode
-
-
-def wrk(port: int, bodies: Path, connections: int, duration: float, threads: int = 2, timeout_s: float = 60) -> dict:
-    """One closed-loop wrk run; the Lua script prints a JSON summary line at the end."""
-    # wrk takes whole seconds only ("-d2.5s" is a usage error).
-    cmd = ["wrk", f"-t{min(threads, connections)}", f"-c{connections}", f"-d{max(1, round(duration))}s",
-           "--timeout", f"{max(1, round(timeout_s))}s",
-           "-s", str(LUA), f"http://127.0.0.1:{port}/predict"]
-    out = subprocess.run(cmd, env={**os.environ, "BENCH_BODIES": str(bodies)}, capture_output=True, text=True,
-                         timeout=duration + 120).stdout
-    line = next((ln for ln in out.splitlines() if ln.startswith("JSON ")), None)
-    if line is None:
-        raise RuntimeError(f"wrk printed no summary:\n{out}")
-    return json.loads(line[5:])
-
-
 def load_levels(name: str, server: Server, bodies: Path, levels: list[int], duration: float,
                 texts_per_request: int) -> list[dict]:
     wrk(server.port, bodies, max(levels), min(3.0, duration))  # warm-up
@@ -172,15 +69,6 @@ def load_levels(name: str, server: Server, bodies: Path, levels: list[int], dura
               f"non-2xx {row['non_2xx']}  socket errors {row['socket_errors']}  cpu {cpu:.2f}  "
               f"rss {row['server_peak_rss_mb']:.0f} MB", flush=True)
     return rows
-
-
-def write_bodies(path: Path, texts: list[str], per_request: int) -> Path:
-    with path.open("w") as f:
-        for i in range(0, len(texts) - per_request + 1, per_request):
-            chunk = texts[i:i + per_request]
-            body = {"text": chunk[0]} if per_request == 1 else {"texts": chunk}
-            f.write(json.dumps(body) + "\n")
-    return path
 
 
 def plot(results: dict, path: Path) -> None:

@@ -23,8 +23,7 @@ import threading
 import time
 from pathlib import Path
 
-from bench.harness import DEFAULT_DATA, Sampler, metrics, report, review_bodies, start_service
-from bench.run import wrk
+from bench.harness import DEFAULT_DATA, Sampler, metrics, report, review_bodies, start_service, wrk
 
 WARM_S = 60.0  # RSS is compared from the end of the first minute: allocators and caches settle in it (--warm)
 
