@@ -27,7 +27,7 @@ from app.logs import configure_logging
 from app.main import create_app
 from app.protocol import guarded_protocol
 from app.service import Service
-from app.torch_thread import torch_thread
+from app.torch_pool import torch_pool
 
 log = logging.getLogger("app.server")
 
@@ -106,7 +106,7 @@ def bind(host: str, port: int) -> socket.socket | None:
 
 
 def load(settings: Settings, executor):
-    """The model, loaded on the thread that will run it (app.torch_thread), or None after printing why not."""
+    """The model, loaded on the thread that will run it (app.torch_pool), or None after printing why not."""
     try:
         return executor.submit(sentiment_model.load_model, settings.model_dir, settings.device).result()
     except sentiment_model.ArtifactError as exc:
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     sock = bind(args.host, args.port)
     if sock is None:
         return EXIT_BAD_CONFIG
-    executor = torch_thread(settings.torch_workers, settings.torch_threads)
+    executor = torch_pool(settings.torch_workers, settings.torch_threads)
     model = load(settings, executor)
     if model is None:
         sock.close()

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from app.metrics import Metrics
-from app.torch_thread import torch_thread
+from app.torch_pool import torch_pool
 
 log = logging.getLogger("app.batcher")
 
@@ -104,8 +104,8 @@ class Batcher:
         self._worker_freed = asyncio.Event()
         self._batch_id = 0
         self._rate: float | None = None  # texts per second, moving average over forward passes
-        # `workers` forward passes at most at a time, each on a thread of the torch pool (app.torch_thread).
-        self._executor = executor or torch_thread(workers)
+        # `workers` forward passes at most at a time, each on a thread of the torch pool (app.torch_pool).
+        self._executor = executor or torch_pool(workers)
 
     # -- lifecycle ------------------------------------------------------------------------------------------------
 

@@ -50,7 +50,7 @@ def create_app(settings: Settings | None = None, *, model: Any | None = None,
                on_fatal: Callable[[BaseException], None] | None = None,
                torch_executor: ThreadPoolExecutor | None = None) -> FastAPI:
     """`model`: an already loaded model (the server entry point loads it first to fail fast), with
-    `torch_executor` the thread it was loaded on (see app.torch_thread); `on_fatal`: called if the batcher dies,
+    `torch_executor` the thread it was loaded on (see app.torch_pool); `on_fatal`: called if the batcher dies,
     after readiness has turned 503 (the entry point uses it to stop the process)."""
     settings = settings or get_settings()
     metrics_ = Metrics()

@@ -18,7 +18,7 @@ from app.batcher import Batcher, NotAdmitting, Outcome
 from app.config import Settings
 from app.failures import ClientGone, DeadlineExceeded, ExplainFailed, Unavailable
 from app.metrics import Metrics
-from app.torch_thread import torch_thread
+from app.torch_pool import torch_pool
 from model.explain import explain as explain_text
 
 log = logging.getLogger("app.service")
@@ -59,8 +59,8 @@ class Service:
         self._trimmer: asyncio.Task | None = None
         self.state: State = "starting"
         self._on_fatal = on_fatal
-        # Every torch call of the process runs on this pool's threads (see app.torch_thread for why).
-        self.torch_executor = torch_executor or torch_thread(settings.torch_workers, settings.torch_threads)
+        # Every torch call of the process runs on this pool's threads (see app.torch_pool for why).
+        self.torch_executor = torch_executor or torch_pool(settings.torch_workers, settings.torch_threads)
         # Requests asked to explain, from admission until answered: a drain waits for them as for queued texts.
         self._explaining = 0
         self._explained = asyncio.Event()

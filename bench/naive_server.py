@@ -31,7 +31,7 @@ def ready() -> dict:
 async def predict(body: Body) -> dict:
     # One request = one forward pass, on the event loop (the thread that loaded the model). A plain `def` endpoint
     # would run it on FastAPI's thread pool, where torch on threads other than the loader's ran 7x slower here
-    # (see app/torch_thread.py): that baseline would flatter the service.
+    # (see app/torch_pool.py): that baseline would flatter the service.
     p = model.predict_proba([body.text])[0]
     return {"label": "positive" if p >= 0.5 else "negative", "probabilities": {"positive": p, "negative": 1 - p}}
 

@@ -293,7 +293,7 @@ def test_texts_that_would_wait_past_the_time_budget_are_refused_on_arrival():
 
 @pytest.mark.parametrize("workers", [1, 2])
 def test_model_is_loaded_warmed_and_run_only_on_the_torch_pool(make_settings, monkeypatch, workers):
-    """torch ran 7x slower on a thread other than the one that loaded the model (app/torch_thread.py)."""
+    """torch ran 7x slower on a thread other than the one that loaded the model (app/torch_pool.py)."""
     import threading
 
     from fastapi.testclient import TestClient

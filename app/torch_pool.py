@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 
 
-def torch_thread(workers: int = 1, intra_op_threads: int | None = None) -> ThreadPoolExecutor:
+def torch_pool(workers: int = 1, intra_op_threads: int | None = None) -> ThreadPoolExecutor:
     def init() -> None:
         if intra_op_threads:
             torch.set_num_threads(intra_op_threads)
