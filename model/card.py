@@ -28,60 +28,59 @@ FAILURE_NOTES = """\
   unmeasured. Sarcasm is not modelled.
 - **Mixed reviews** get one score for the whole text; `explain: true` shows which words pulled each way."""
 
-def render(artifact: Path, root: Path) -> str:
-    config = json.loads((artifact / "config.json").read_text())
-    metrics = json.loads((artifact / "metrics.json").read_text())
-    report_path = artifact / "report" / "report.json"
-    report = json.loads(report_path.read_text()) if report_path.is_file() else None
-    net = config["network"]
-    val = metrics["validation"]
-    training = metrics["training"]
+NAMES = {"full": "shipped model (blend)", "lstm_only": "sequence path alone (LSTM)", "ngram_only": "n-gram model alone"}
+
+
+def _blend(artifact: Path) -> tuple[float, float, float] | None:
+    """(LSTM weight, n-gram weight, bias) of the fitted blend, read from the weights themselves."""
+    import torch
+
+    state = torch.load(artifact / "weights.pt", map_location="cpu", weights_only=True)
+    if "blend.weight" not in state:
+        return None
+    w = state["blend.weight"].flatten().tolist()
+    return w[0], w[1], float(state["blend.bias"])
+
+
+def _model_section(config: dict, metrics: dict, blend) -> list[str]:
+    net, training, val = config["network"], metrics["training"], metrics["validation"]
     cfg = training.get("config", {})
-    test = metrics.get("test")
-    rel = lambda p: os.path.relpath(p, root)  # noqa: E731
-    blend = metrics.get("blend_weights")
-    lines = [f"# Model card: {config['name']} {config['version']}", "",
-             "Binary sentiment (positive / negative) of English movie reviews, returned as a calibrated "
-             "probability. Served by this repository's HTTP service; `GET /model` returns the same facts.", "",
-             "## Intended use", "",
-             "Scoring the sentiment of English movie reviews and similar opinionated English text, where a "
-             "probability with known calibration is more useful than a label. Not for decisions about people, "
-             "not for other languages, and not a content-moderation tool.", "",
-             "## Model", "",
-             f"- Tokenizer: BPE, {net['vocab_size']} tokens, trained on the IMDB train + unlabelled text; `<br />` "
-             "removed, NFKC, lower-cased.",
-             f"- Network: embedding {net['embed_dim']}-d (initialised with PPMI-SVD word vectors learned on the "
-             f"train + unlabelled reviews) → {net['num_layers']}-layer "
-             f"{'bidirectional ' if net['bidirectional'] else ''}LSTM, {net['hidden_dim']} units per direction → "
-             f"{net['pooling'].replace('_', '+')} pooling → MLP → logit. This sequence path reads no n-gram or "
-             "bag-of-words feature.",
-             *([f"- Blended with an NB-weighted logistic regression over which unigrams and hashed "
-                f"{'bi- and trigrams' if net.get('nb_order', 2) >= 3 else 'bigrams'} ({net['nb_buckets']} "
-                "half-precision buckets) a review contains (NBSVM-style, fitted on the training split): "
-                f"logit = {blend[0]:.3f} × LSTM + {blend[1]:.3f} × n-gram {blend[2]:+.3f}, fitted on validation."]
-               if blend else []),
-             "- Reads the whole review (no truncation); padding provably does not change a result.",
-             f"- Calibration: temperature {config['temperature']:.3f} fitted on the validation split.", "",
-             "## Training data and procedure", "",
-             f"- IMDB Large Movie Review Dataset (Maas et al., 2011): {training['train_reviews']} training reviews, "
-             f"{val['size']} held out for validation (stratified, seed {training['seed']}), "
-             f"{training['unlabelled_reviews']} unlabelled reviews for the word vectors, tokenizer and "
-             "distillation. Nothing was fitted or selected on the test split; it was read once, for the numbers "
-             "below.",
-             "- Stages (`python -m model.train --help`): the n-gram model on the training split; the LSTM on the "
-             f"labelled reviews plus {cfg.get('synthetic_per_epoch', 0)} synthetic negation/contrast sentences per "
-             f"epoch (`model/training/augment.py`), with adversarial training on its embeddings (eps "
-             f"{cfg.get('adversarial_eps', 0)}); the blend of that LSTM and the n-gram model then labels the "
-             "unlabelled reviews with soft labels, and the LSTM trains on labelled + soft-labelled text "
-             "(distillation). AdamW, early stopping on validation accuracy (best epoch: "
-             f"{metrics['best_epoch']}).",
-             f"- {training['seconds'] / 60:.0f} min on {training['device']} ({training['hardware']}, "
-             f"{training['cpu_threads']} threads), torch {training['torch']}. The history, per epoch, is in "
-             "`metrics.json`.",
-             f"- Reproduce: `make train` (seeded); code at commit `{training.get('git_commit') or 'unknown'}`.", "",
-             "## Results", "",
-             f"Validation ({val['size']} reviews): accuracy {val['accuracy']:.4f}, ECE {val['ece']:.4f} "
-             f"(before calibration {val['ece_before_calibration']:.4f}), Brier {val['brier']:.4f}.", ""]
+    return [
+        "## Model", "",
+        f"- Tokenizer: BPE, {net['vocab_size']} tokens, trained on the IMDB train + unlabelled text; `<br />` "
+        "removed, NFKC, lower-cased.",
+        f"- Network: embedding {net['embed_dim']}-d (initialised with PPMI-SVD word vectors learned on the train + "
+        f"unlabelled reviews) → {net['num_layers']}-layer {'bidirectional ' if net['bidirectional'] else ''}LSTM, "
+        f"{net['hidden_dim']} units per direction → {net['pooling'].replace('_', '+')} pooling → MLP → logit. This "
+        "sequence path reads no n-gram or bag-of-words feature.",
+        *([f"- Blended with an NB-weighted logistic regression over which unigrams and hashed "
+           f"{'bi- and trigrams' if net.get('nb_order', 2) >= 3 else 'bigrams'} ({net['nb_buckets']} half-precision "
+           "buckets) a review contains (NBSVM-style, fitted on the training split): logit = "
+           f"{blend[0]:.3f} × LSTM + {blend[1]:.3f} × n-gram {blend[2]:+.3f}, fitted on validation."] if blend else []),
+        "- Reads the whole review (no truncation); padding provably does not change a result.",
+        f"- Calibration: temperature {config['temperature']:.3f} fitted on the validation split.", "",
+        "## Training data and procedure", "",
+        f"- IMDB Large Movie Review Dataset (Maas et al., 2011): {training['train_reviews']} training reviews, "
+        f"{val['size']} held out for validation (stratified, seed {training['seed']}), "
+        f"{training['unlabelled_reviews']} unlabelled reviews for the word vectors, tokenizer and distillation. "
+        "Nothing was fitted or selected on the test split; it was read once, for the numbers below.",
+        "- Stages (`python -m model.train --help`): the n-gram model on the training split; the LSTM on the labelled "
+        f"reviews plus {cfg.get('synthetic_per_epoch', 0)} synthetic negation/contrast sentences per epoch "
+        f"(`model/training/augment.py`), with adversarial training on its embeddings (eps "
+        f"{cfg.get('adversarial_eps', 0)}); the blend of that LSTM and the n-gram model then labels the unlabelled "
+        "reviews with soft labels, and the LSTM trains on labelled + soft-labelled text (distillation). AdamW, "
+        f"early stopping on validation accuracy (best epoch: {metrics['best_epoch']}).",
+        f"- {training['seconds'] / 60:.0f} min on {training['device']} ({training['hardware']}, "
+        f"{training['cpu_threads']} threads), torch {training['torch']}. The history, per epoch, is in "
+        "`metrics.json`.",
+        f"- Reproduce: `make train` (seeded); code at commit `{training.get('git_commit') or 'unknown'}`.", ""]
+
+
+def _results_section(artifact: Path, metrics: dict, report: dict | None, root: Path) -> list[str]:
+    val, test = metrics["validation"], metrics.get("test")
+    lines = ["## Results", "", f"Validation ({val['size']} reviews): accuracy {val['accuracy']:.4f}, ECE "
+             f"{val['ece']:.4f} (before calibration {val['ece_before_calibration']:.4f}), Brier {val['brier']:.4f}.",
+             ""]
     if test:
         (tn, fp), (fn, tp) = test["confusion_matrix"]
         lines += [f"Test split ({test['size']} reviews, through `load_model().predict_proba`):", "",
@@ -97,33 +96,50 @@ def render(artifact: Path, root: Path) -> str:
         lines.append("")
         for png, title in (("reliability.png", "Reliability diagram"), ("confusion.png", "Confusion matrix")):
             if (artifact / "report" / png).is_file():
-                lines += [f"![{title}]({rel(artifact / 'report' / png)})", ""]
-    if report and "ablation" in report:
-        names = {"full": "shipped model (blend)", "lstm_only": "sequence path alone (LSTM)",
-                 "ngram_only": "n-gram model alone"}
-        lines += ["### Ablation", "", "Each component scored alone on the test split, with its own calibration "
-                  "fitted on validation:", "", "| component | test accuracy | ECE | probes passed |", "|---|---|---|---|"]
-        lines += [f"| {names.get(k, k)} | {r['accuracy']:.4f} | {r['ece']:.4f} | {r['probes']:.3f} |"
-                  for k, r in report["ablation"].items()]
-        probe_report = report["probe_report"]
-        columns = list(probe_report)
-        lines += ["", "### Behavioural probes", "",
-                  "Pass rate per category of `model/probes.json` (CheckList-style, written for this project):", "",
-                  "| category | probes | " + " | ".join(names.get(c, c) for c in columns) + " |",
-                  "|---|---|" + "---|" * len(columns)]
-        for category, n in probe_report["full"]["counts"].items():
-            lines.append(f"| {category} | {n} | " + " | ".join(f"{probe_report[c]['pass_rate'][category]:.3f}"
-                                                                for c in columns) + " |")
-        lines += ["", "## Known failure modes", "", "Probes the shipped model fails:", "",
-                  "| category | text | expected | P(positive) |", "|---|---|---|---|"]
-        for f in probe_report["full"]["failures"]:
-            if "text" in f:
-                lines.append(f"| {f['category']} | {f['text']} | {f['label']} | {f['positive']:.3f} |")
-            else:
-                lines.append(f"| {f['category']} | {f['weaker']} → {f['stronger']} | more {f['direction']} | "
-                             f"{f['p_weaker']:.3f} → {f['p_stronger']:.3f} |")
-    else:
-        lines += ["## Known failure modes", ""]
+                lines += [f"![{title}]({os.path.relpath(artifact / 'report' / png, root)})", ""]
+    return lines
+
+
+def _probe_section(report: dict) -> list[str]:
+    lines = ["### Ablation", "", "Each component scored alone on the test split, with its own calibration fitted on "
+             "validation:", "", "| component | test accuracy | ECE | probes passed |", "|---|---|---|---|"]
+    lines += [f"| {NAMES.get(k, k)} | {r['accuracy']:.4f} | {r['ece']:.4f} | {r['probes']:.3f} |"
+              for k, r in report["ablation"].items()]
+    probe_report = report["probe_report"]
+    columns = list(probe_report)
+    lines += ["", "### Behavioural probes", "",
+              "Pass rate per category of `model/probes.json` (CheckList-style, written for this project):", "",
+              "| category | probes | " + " | ".join(NAMES.get(c, c) for c in columns) + " |",
+              "|---|---|" + "---|" * len(columns)]
+    for category, n in probe_report["full"]["counts"].items():
+        lines.append(f"| {category} | {n} | " + " | ".join(f"{probe_report[c]['pass_rate'][category]:.3f}"
+                                                            for c in columns) + " |")
+    lines += ["", "## Known failure modes", "", "Probes the shipped model fails:", "",
+              "| category | text | expected | P(positive) |", "|---|---|---|---|"]
+    for f in probe_report["full"]["failures"]:
+        if "text" in f:
+            lines.append(f"| {f['category']} | {f['text']} | {f['label']} | {f['positive']:.3f} |")
+        else:
+            lines.append(f"| {f['category']} | {f['weaker']} → {f['stronger']} | more {f['direction']} | "
+                         f"{f['p_weaker']:.3f} → {f['p_stronger']:.3f} |")
+    return lines
+
+
+def render(artifact: Path, root: Path) -> str:
+    config = json.loads((artifact / "config.json").read_text())
+    metrics = json.loads((artifact / "metrics.json").read_text())
+    report_path = artifact / "report" / "report.json"
+    report = json.loads(report_path.read_text()) if report_path.is_file() else None
+    lines = [f"# Model card: {config['name']} {config['version']}", "",
+             "Binary sentiment (positive / negative) of English movie reviews, returned as a calibrated "
+             "probability. Served by this repository's HTTP service; `GET /model` returns the same facts.", "",
+             "## Intended use", "",
+             "Scoring the sentiment of English movie reviews and similar opinionated English text, where a "
+             "probability with known calibration is more useful than a label. Not for decisions about people, "
+             "not for other languages, and not a content-moderation tool.", "",
+             *_model_section(config, metrics, _blend(artifact)),
+             *_results_section(artifact, metrics, report, root)]
+    lines += _probe_section(report) if report and "ablation" in report else ["## Known failure modes"]
     lines += ["", FAILURE_NOTES, "",
               "Baselines measured on the same test split: a Keras Embedding(10000,128) → LSTM(128) model ≈ 86%, "
               "TF-IDF + logistic regression ≈ 91%.", ""]

@@ -23,7 +23,7 @@ from model.training.config import STAGES, TrainConfig
 from model.training.pipeline import train
 
 
-def parse_args(argv: list[str] | None = None) -> TrainConfig:
+def build_parser() -> argparse.ArgumentParser:
     d, n = TrainConfig(), NetworkConfig()
     p = argparse.ArgumentParser(prog="python -m model.train", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -81,7 +81,12 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                    help=f"hash buckets of the NB-weighted n-gram model blended with the LSTM (0: the LSTM alone; "
                         f"default {n.nb_buckets}, 4096 with --smoke)")
     g.add_argument("--nb-order", type=int, default=n.nb_order, help="longest n-gram of that model")
-    a = p.parse_args(argv)
+    return p
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    a = build_parser().parse_args(argv)
+    d = TrainConfig()
     data = a.data
     if a.download:
         bar = tqdm(unit="B", unit_scale=True, desc="download")
