@@ -37,7 +37,7 @@ class NetworkConfig:
     pooling: str = "max_mean"
     dropout: float = 0.4
     embed_dropout: float = 0.2
-    nb_buckets: int = 1 << 21
+    nb_buckets: int = 1 << 23
     nb_order: int = 3
 
     def __post_init__(self) -> None:

@@ -21,7 +21,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0
     epochs: int = 4
-    distill_epochs: int = 1
+    distill_epochs: int = 2
     patience: int = 2
     batch_size: int = 64
     lr: float = 2e-3

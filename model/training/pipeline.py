@@ -147,8 +147,24 @@ def stage_ngram(run: Run) -> None:
     run.log(f"n-gram model in {time.time() - t0:.0f}s: validation accuracy {val['accuracy']:.4f}")
 
 
+FITTED_APART = ("ngram.", "blend.")  # the n-gram model and the blend have stages of their own
+
+
 def lstm_parameters(network: SentimentLSTM) -> list[nn.Parameter]:
-    return [p for n, p in network.named_parameters() if not n.startswith(("ngram.", "blend."))]  # fitted apart
+    return [p for n, p in network.named_parameters() if not n.startswith(FITTED_APART)]
+
+
+def lstm_state(network: SentimentLSTM) -> dict:
+    """The LSTM's weights alone: its checkpoints must not carry (or overwrite) the n-gram model's."""
+    return {k: v for k, v in network.state_dict().items() if not k.startswith(FITTED_APART)}
+
+
+def load_lstm_state(network: SentimentLSTM, path: Path, device: torch.device) -> None:
+    state = torch.load(path, map_location=device, weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith(FITTED_APART)}
+    missing, unexpected = network.load_state_dict(state, strict=False)
+    if unexpected or [k for k in missing if not k.startswith(FITTED_APART)]:
+        raise RuntimeError(f"{path} does not match the network: missing {missing}, unexpected {unexpected}")
 
 
 def synthetic_batch(run: Run, epoch: int) -> tuple[list[list[int]], torch.Tensor]:
@@ -175,7 +191,8 @@ def fit_lstm(run: Run, stage: str, epochs: int, lr: float, examples) -> None:
         optimiser, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
     if cfg.resume and last_path.is_file():
         saved = torch.load(last_path, map_location=device, weights_only=False)  # our own checkpoint
-        network.load_state_dict(saved["network"], strict=False)
+        network.load_state_dict({k: v for k, v in saved["network"].items() if not k.startswith(FITTED_APART)},
+                                strict=False)
         optimiser.load_state_dict(saved["optimiser"])
         scheduler.load_state_dict(saved["scheduler"])
         rng.setstate(saved["batch_rng"])
@@ -183,7 +200,7 @@ def fit_lstm(run: Run, stage: str, epochs: int, lr: float, examples) -> None:
         state = saved["state"]
         run.log(f"{stage}: resumed after epoch {state['epoch']}")
     elif best_path.is_file():
-        network.load_state_dict(torch.load(best_path, map_location=device, weights_only=True), strict=False)
+        load_lstm_state(network, best_path, device)
     history = run.progress.setdefault("history", [])
     while state["epoch"] < epochs and state["epoch"] - state["best_epoch"] < cfg.patience:
         epoch = state["epoch"] + 1
@@ -210,14 +227,14 @@ def fit_lstm(run: Run, stage: str, epochs: int, lr: float, examples) -> None:
         if val["accuracy"] > run.progress.get("best_accuracy", -1.0):
             run.progress.update(best_accuracy=val["accuracy"], best_epoch=f"{stage} {epoch}")
             state["best_epoch"] = epoch
-            torch.save(network.state_dict(), best_path)
+            torch.save(lstm_state(network), best_path)
         run.save_progress()
         run.log(f"{stage} epoch {epoch}: train loss {running:.4f}  LSTM val accuracy {val['accuracy']:.4f}  "
                 f"nll {val['nll']:.4f}  (best {run.progress['best_accuracy']:.4f}, {run.progress['best_epoch']})")
-        torch.save({"network": network.state_dict(), "optimiser": optimiser.state_dict(),
+        torch.save({"network": lstm_state(network), "optimiser": optimiser.state_dict(),
                     "scheduler": scheduler.state_dict(), "batch_rng": rng.getstate(),
                     "torch_rng": torch.get_rng_state(), "state": state}, last_path)
-    network.load_state_dict(torch.load(best_path, map_location=device, weights_only=True), strict=False)
+    load_lstm_state(network, best_path, device)
 
 
 def stage_supervised(run: Run) -> None:
