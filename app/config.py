@@ -1,14 +1,17 @@
 """Every knob of the service: one `Settings` object read from `SENTIMENT_*` environment variables.
 
 Settings are built by `get_settings()` when the server starts (or passed to `create_app` by tests), never at import
-time, so importing the app has no side effects. Each field's description is its documentation (README table).
+time, so importing the app has no side effects. Each field's description is its documentation: the README's
+settings table is generated from them (`python -m app.config --write README.md`), and a test keeps the two equal.
 """
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import os
 import re
+import sys
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -25,49 +28,61 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, case_sensitive=False, extra="forbid",
                                       validate_default=True)
 
-    model_dir: Path = Field(model.DEFAULT_ARTIFACT, description="model artifact folder (config.json, weights.pt, …)")
-    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
+    model_dir: Path = Field(model.DEFAULT_ARTIFACT, description="model artifact folder; missing, corrupt or "
+                            "tampered files stop startup")
+    device: str = Field("auto", description="`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`; an absent GPU "
+                        "stops startup")
     max_batch_size: int = Field(64, ge=1, le=4096, description="most texts in one forward pass")
     max_batch_tokens: int = Field(32768, ge=1, description="most padded tokens (longest text × texts) in one "
-                                                           "forward pass; a longer single text runs alone")
-    max_wait_ms: float = Field(0.0, ge=0, le=10_000, description="how long an idle model waits for a batch to "
-                                                                 "fill after its first text arrives; 0: go at once")
-    max_queue: int = Field(1024, ge=1, description="texts admitted and waiting; beyond it requests get 429")
-    request_timeout_s: float = Field(30.0, gt=0, description="deadline per request; past it the answer is 504")
-    max_text_chars: int = Field(20000, ge=1, description="longest text accepted, in characters (422 beyond)")
-    max_batch_texts: int = Field(64, ge=1, description="most texts in one {\"texts\": [...]} request (422 beyond)")
-    max_body_bytes: int = Field(2 * 1024 * 1024, ge=64, description="largest request body; 413 beyond")
+                                  "forward pass; a longer text runs alone")
+    max_wait_ms: float = Field(0.0, ge=0, le=10_000, description="how long an idle model waits for a batch to fill "
+                               "after its first text; `0`: at once (batches still form from the texts that arrive "
+                               "during a forward pass). Waiting costs every lone request that much latency")
+    max_queue: int = Field(1024, ge=1, description="texts admitted and waiting; beyond it `429` with `Retry-After`")
+    request_timeout_s: float = Field(30.0, gt=0, description="deadline per request; past it `504`. Texts that "
+                                     "would wait more than half of it in the queue (queue ÷ recent throughput) get "
+                                     "`429` with `Retry-After` on arrival instead")
+    max_text_chars: int = Field(20000, ge=1, description="longest text in characters (`422` beyond); IMDB reviews "
+                                "reach about 14,000")
+    max_batch_texts: int = Field(64, ge=1, description="most texts in one `{\"texts\": [...]}` request (`422` "
+                                 "beyond); at most `SENTIMENT_MAX_QUEUE`")
+    max_body_bytes: int = Field(2 * 1024 * 1024, ge=64, description="largest request body (`413` beyond, refused "
+                                "while it streams in)")
     read_timeout_s: float = Field(30.0, gt=0, le=3600, description="how long a client may take to send a request's "
-                                  "headers, and then its body; 408 beyond (a trickling client holds a connection)")
-    api_key: SecretStr | None = Field(None, description="when set, /predict and /model need "
-                                                        "`Authorization: Bearer <key>`")
-    log_json: bool = Field(False, description="log JSON lines instead of plain text")
-    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field("info", description="log level")
-    torch_threads: int | None = Field(1, ge=1, le=256, description="torch CPU threads for forward passes (empty: "
-                                      "torch's default, one per core). 1 measured fastest on 2 cores: the event "
-                                      "loop needs a core, and 2 OpenMP threads sharing with it ran up to 10x slower")
-    malloc_trim_s: float = Field(10.0, ge=0, le=3600, description="every this many seconds, between forward "
-                                 "passes, return freed heap memory to the OS (glibc malloc_trim) so the resident "
-                                 "set creeps less under steady load; 0: never. Only under glibc's malloc: "
-                                 "preloaded jemalloc returns memory by itself")
-    torch_workers: int = Field(2, ge=1, le=64, description="forward passes run at once, each on its own thread "
-                               "with SENTIMENT_TORCH_THREADS intra-op threads. On 2 cores, 2 workers x 1 thread "
-                               "ran 1,238 reviews/s against 637 for 1 worker x 2 threads (batch 32); on a GPU use 1")
-    event_loop: Literal["asyncio", "uvloop"] = Field("asyncio", description="asyncio kept accepting new "
-                                                     "connections (health probes included) under a flood of "
-                                                     "refused requests, where uvloop stopped until the flood "
-                                                     "ended; both ran the same requests/s at 64 connections")
-    shutdown_grace_s: float = Field(30.0, ge=0, description="after SIGTERM, how long admitted work may take "
-                                                           "before the server stops anyway")
+                                  "headers, and then its body (`408` beyond, connection closed); bounds slow "
+                                  "\"trickling\" clients")
+    api_key: SecretStr | None = Field(None, description="when set, `/predict` and `/model` need `Authorization: "
+                                      "Bearer <key>` (`401` otherwise); health and metrics stay open")
+    log_json: bool = Field(False, description="one JSON object per log line instead of plain text")
+    log_level: Literal["debug", "info", "warning", "error", "critical"] = Field(
+        "info", description="`debug`, `info`, `warning`, `error` or `critical`")
+    torch_threads: int | None = Field(1, ge=1, le=256, description="intra-op torch CPU threads per worker (empty: "
+                                      "torch's default, one per core). Keep `1` on a CPU and scale with "
+                                      "`SENTIMENT_TORCH_WORKERS`: OpenMP threads that share cores with the event "
+                                      "loop slow down badly (docs/benchmarks.md)")
+    torch_workers: int = Field(2, ge=1, le=64, description="forward passes run at once, each on its own thread with "
+                               "`SENTIMENT_TORCH_THREADS` intra-op threads: whole batches side by side instead of "
+                               "one batch split across cores. About one per core on a CPU; `1` on a GPU "
+                               "(docs/benchmarks.md)")
+    malloc_trim_s: float = Field(10.0, ge=0, le=3600, description="under glibc's malloc only: every this many "
+                                 "seconds, between forward passes, hand freed heap memory back to the OS "
+                                 "(`malloc_trim`), so the resident set creeps less under steady load; `0`: never. "
+                                 "jemalloc (preloaded by the image and `make serve`) needs none")
+    event_loop: Literal["asyncio", "uvloop"] = Field("asyncio", description="`asyncio` or `uvloop` (both with "
+                                                     "httptools). asyncio keeps accepting connections, health probes "
+                                                     "included, under a flood of refused requests; uvloop stopped "
+                                                     "accepting until the flood ended (docs/reliability.md)")
+    shutdown_grace_s: float = Field(30.0, ge=0, description="after SIGTERM, how long admitted work may take before "
+                                    "the server stops anyway")
     shutdown_delay_s: float = Field(0.0, ge=0, le=600, description="after SIGTERM, keep the port open this long "
-                                                                   "answering readiness with 503, so load "
-                                                                   "balancers stop routing here first")
-    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="comma-separated "
-                                                         "origins allowed by CORS (empty: CORS off)")
-    uncertain_below: float | None = Field(None, gt=0.5, le=1.0, description="when set, a result whose top "
-                                          "probability is below it is labelled \"uncertain\"")
-    max_explain_words: int = Field(256, ge=1, le=4096, description="most words per text that `explain` weighs (one "
-                                   "extra forward-pass row per word); words beyond get no weight")
+                                    "(readiness `503`) so load balancers stop routing here first")
+    cors_origins: Annotated[list[str], NoDecode] = Field(default_factory=list, description="comma-separated origins "
+                                                         "allowed to call the API from browsers (unset: CORS off)")
+    uncertain_below: float | None = Field(None, gt=0.5, le=1.0, description="a number in (0.5, 1]: results whose "
+                                          "top probability is below it get the label `uncertain`")
+    max_explain_words: int = Field(256, ge=1, le=4096, description="most words per text weighed by `explain` (each "
+                                   "costs one forward-pass row); later words get no weight and the result says how "
+                                   "many were explained")
 
     @field_validator("device", "log_level", mode="before")
     @classmethod
@@ -149,3 +164,51 @@ def get_settings(**overrides: object) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         raise SettingsError(describe(exc)) from None
+
+
+README_START, README_END = "<!-- settings: generated by `python -m app.config --write README.md` -->", \
+    "<!-- settings: end -->"
+
+
+def _default_text(name: str) -> str:
+    field = Settings.model_fields[name]
+    value = field.get_default(call_default_factory=True)
+    if value is None or value == []:
+        return "unset"
+    if isinstance(value, Path):
+        root = Path(model.__file__).resolve().parents[1]
+        value = value.resolve().relative_to(root) if value.resolve().is_relative_to(root) else value
+    elif isinstance(value, bool):
+        value = str(value).lower()
+    elif isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return f"`{value}`"
+
+
+def settings_table() -> str:
+    """The README's settings table, one row per field, from the field descriptions above."""
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{env_name(name)}` | {_default_text(name)} | {field.description} |"
+             for name, field in Settings.model_fields.items()]
+    return "\n".join(rows)
+
+
+def readme_with_table(readme: str) -> str:
+    start, end = readme.index(README_START) + len(README_START), readme.index(README_END)
+    return readme[:start] + "\n" + settings_table() + "\n" + readme[end:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m app.config", description="Print the settings table (markdown).")
+    p.add_argument("--write", metavar="README", help="replace the table between the settings markers in this file")
+    a = p.parse_args(argv)
+    if a.write:
+        path = Path(a.write)
+        path.write_text(readme_with_table(path.read_text()))
+    else:
+        print(settings_table())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
