@@ -55,7 +55,8 @@ def measure(artifact: str, data: str, reviews: int, batch_sizes: list[int], layo
 
 def run_measure(artifact: str, tree: Path, a: argparse.Namespace) -> dict:
     env = {**os.environ, "PYTHONPATH": str(tree)}
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--measure", "--artifact", artifact, "--data", a.data,
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--measure", "--artifact", str(Path(artifact).resolve()),
+           "--data", str(Path(a.data).resolve()),
            "--reviews", str(a.reviews), "--batch-sizes", *map(str, a.batch_sizes)]
     done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True, check=True)
     return json.loads(done.stdout.strip().splitlines()[-1])

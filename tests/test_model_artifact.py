@@ -125,12 +125,14 @@ def test_resume_continues_exactly(tmp_path):
 def test_shipped_artifact_is_small_and_verified():
     if not (DEFAULT_ARTIFACT / "config.json").is_file():
         pytest.skip(f"no shipped artifact at {DEFAULT_ARTIFACT}")
-    size = sum(p.stat().st_size for p in DEFAULT_ARTIFACT.rglob("*") if p.is_file())
-    assert size <= 30 * 1024 * 1024
+    model_dir = DEFAULT_ARTIFACT.parents[1]
+    size = sum(p.stat().st_size for p in model_dir.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    assert size <= 60 * 1024 * 1024  # the budget for everything under model/, code and artifact
     model = load_model(device="cpu")
     assert model.metrics["test"]["size"] == 25000  # the final report covers the whole test split
-    assert model.metrics["test"]["accuracy"] >= 0.91
-    assert model.metrics["test"]["ece"] <= 0.03
+    assert model.metrics["test"]["accuracy"] >= 0.925
+    assert model.metrics["test"]["ece"] <= 0.02
+    assert model.metrics["ablation"]["lstm_only"]["accuracy"] >= 0.92  # the sequence path alone carries it
 
 
 def test_the_load_path_imports_nothing_of_the_web_or_training_tools():
