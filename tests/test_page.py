@@ -10,8 +10,9 @@ import pytest
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"  # gitignored; CI can upload it
 # Emoji outside the BMP before the words: the page must slice by code points, as the API's offsets count them.
-REVIEW = ("🎬🍿 A wonderful, moving film with superb acting. I loved it!\n\nThe plot was a bit dull in the middle, "
-          "but the ending is brilliant. 👍🏽")
+# Mixed on purpose: the smoke model is sure of reviews with only positive words, and the bar must not be full.
+REVIEW = ("🎬🍿 A wonderful film, I loved it!\n\nBut the plot was dull, boring and stupid in the middle, and the ending "
+          "is brilliant. 👍🏽")
 # Markup in a review is text: if the page ever used innerHTML it would become elements (and run the handler).
 HOSTILE = 'Great <img src=x onerror="window.__pwned=1"><b>bold</b> &amp; boring <script>window.__pwned=2</script>'
 
