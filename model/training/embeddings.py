@@ -6,7 +6,7 @@ initialisation and deterministic, with no extra dependency and a minute of CPU f
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch

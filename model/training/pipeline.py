@@ -338,6 +338,10 @@ def stage_report(run: Run) -> dict | None:
     return report
 
 
+LSTM_AND_DATA_STAGES = {"prepare": stage_prepare, "ngram": stage_ngram, "supervised": stage_supervised,
+                        "teacher": stage_teacher, "distill": stage_distill}
+
+
 def train(cfg: TrainConfig) -> dict:
     """Run the stages up to `cfg.until`, write the artifact; returns its metrics."""
     started = time.time()
@@ -367,7 +371,7 @@ def train(cfg: TrainConfig) -> dict:
                 if report:
                     metrics.update(test=report["test"], ablation=report["ablation"], probes=report["probes"])
             else:
-                globals()[f"stage_{stage}"](run)
+                LSTM_AND_DATA_STAGES[stage](run)
             run.log(f"stage {stage} done in {time.time() - t0:.0f}s")
     finally:
         run.progress["seconds_before"] = before + time.time() - started
