@@ -91,15 +91,11 @@ class Writer:
         self.handle.close()
 
 
-def label_for(p: float, labels: list[str], uncertain_below: float | None) -> str:
-    if uncertain_below is not None and max(p, 1 - p) < uncertain_below:
-        return "uncertain"
-    return labels[1] if p >= 0.5 else labels[0]
-
-
 def score_file(source: Path, out: Path, *, model, fmt: str, column: str, id_column: str | None,
                chunk: int = 2048, batch_size: int = 64, max_batch_tokens: int = 32768,
                uncertain_below: float | None = None, progress: bool = True) -> dict:
+    from model import label_for  # (lazily, like the model itself: `--help` needs no torch)
+
     out_fmt = "csv" if out.suffix.lower() == ".csv" else "jsonl"
     done = completed_records(out, out_fmt)
     writer = Writer(out, out_fmt, done)

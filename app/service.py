@@ -259,7 +259,8 @@ class Service:
 
     def _explain_now(self, text: str) -> dict[str, Any]:
         started = time.monotonic()
-        e = explain_text(self.model, text, max_words=self.settings.max_explain_words)
+        e = explain_text(self.model, text, max_words=self.settings.max_explain_words,
+                         batch_tokens=self.settings.max_batch_tokens)
         self.metrics.explain_seconds.observe(time.monotonic() - started)
         self.metrics.explained.inc()
         return {"method": "occlusion",
@@ -267,12 +268,7 @@ class Service:
                 "explained_words": e.explained_words, "total_words": e.total_words}
 
     def _result(self, positive: float, tokens: int) -> dict[str, Any]:
-        top = max(positive, 1.0 - positive)
-        threshold = self.settings.uncertain_below
-        if threshold is not None and top < threshold:
-            label = "uncertain"
-        else:
-            label = "positive" if positive >= 0.5 else "negative"
+        label = sentiment_model.label_for(positive, uncertain_below=self.settings.uncertain_below)
         return {"label": label, "probabilities": {"positive": positive, "negative": 1.0 - positive},
                 # The model reads every token (model.Encoded): nothing is cut or windowed.
                 "tokens": tokens, "truncated": False, "model_version": self.model.version}

@@ -6,9 +6,9 @@ request as it arrives and pack batches by token count itself.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -90,6 +90,15 @@ def plan_batches(costs: Sequence[int], batch_size: int, max_batch_tokens: int) -
     if current:
         batches.append(current)
     return batches
+
+
+def label_for(positive: float, labels: Sequence[str] = ("negative", "positive"),
+              uncertain_below: float | None = None) -> str:
+    """The label of P(positive): `labels[1]` at 0.5 and above, else `labels[0]`; "uncertain" when the top
+    probability is below `uncertain_below` (when set)."""
+    if uncertain_below is not None and max(positive, 1.0 - positive) < uncertain_below:
+        return "uncertain"
+    return labels[1] if positive >= 0.5 else labels[0]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
