@@ -40,27 +40,28 @@ def make_batch(seqs: Sequence[Sequence[int]], max_tokens: int, rng: random.Rando
 
 
 @torch.inference_mode()
+def _predict(forward, network: SentimentLSTM, seqs: Sequence[Sequence[int]], device: torch.device,
+             batch_tokens: int) -> torch.Tensor:
+    """`forward(ids, lengths)` over whole reviews (no cropping), batched by length, rows back in input order."""
+    network.eval()
+    parts, order = [], []
+    for idx in plan_batches([max(1, len(s)) for s in seqs], 256, batch_tokens):
+        parts.append(forward(*make_batch([seqs[i] for i in idx], 0, None, device)).float().cpu())
+        order += idx
+    if not parts:
+        return torch.empty(0)
+    out = torch.empty_like(torch.cat(parts))
+    out[order] = torch.cat(parts)
+    return out
+
+
 def predict_components(network: SentimentLSTM, seqs: Sequence[Sequence[int]], device: torch.device,
                        batch_tokens: int = 65536) -> torch.Tensor:
-    """Uncalibrated per-component logits [N, K] of whole reviews (no cropping), in input order."""
-    network.eval()
-    out = None
-    for idx in plan_batches([max(1, len(s)) for s in seqs], 256, batch_tokens):
-        ids, lengths = make_batch([seqs[i] for i in idx], 0, None, device)
-        logits = network.components(ids, lengths).float().cpu()
-        if out is None:
-            out = torch.empty((len(seqs), logits.size(1)))
-        out[idx] = logits
-    return out if out is not None else torch.empty((0, 1))
+    """Uncalibrated per-component logits [N, K] of whole reviews, in input order."""
+    return _predict(network.components, network, seqs, device, batch_tokens)
 
 
-@torch.inference_mode()
 def predict_logits(network: SentimentLSTM, seqs: Sequence[Sequence[int]], device: torch.device,
                    batch_tokens: int = 65536) -> torch.Tensor:
     """Uncalibrated logits [N] of the whole network (blend included), in input order."""
-    network.eval()
-    out = torch.empty(len(seqs))
-    for idx in plan_batches([max(1, len(s)) for s in seqs], 256, batch_tokens):
-        ids, lengths = make_batch([seqs[i] for i in idx], 0, None, device)
-        out[idx] = network(ids, lengths).float().cpu()
-    return out
+    return _predict(network, network, seqs, device, batch_tokens)

@@ -154,17 +154,19 @@ def lstm_parameters(network: SentimentLSTM) -> list[nn.Parameter]:
     return [p for n, p in network.named_parameters() if not n.startswith(FITTED_APART)]
 
 
-def lstm_state(network: SentimentLSTM) -> dict:
+def lstm_only(state: dict) -> dict:
     """The LSTM's weights alone: its checkpoints must not carry (or overwrite) the n-gram model's."""
-    return {k: v for k, v in network.state_dict().items() if not k.startswith(FITTED_APART)}
+    return {k: v for k, v in state.items() if not k.startswith(FITTED_APART)}
 
 
-def load_lstm_state(network: SentimentLSTM, path: Path, device: torch.device) -> None:
-    state = torch.load(path, map_location=device, weights_only=True)
-    state = {k: v for k, v in state.items() if not k.startswith(FITTED_APART)}
-    missing, unexpected = network.load_state_dict(state, strict=False)
+def load_lstm_state(network: SentimentLSTM, state: dict, source: Path) -> None:
+    missing, unexpected = network.load_state_dict(lstm_only(state), strict=False)
     if unexpected or [k for k in missing if not k.startswith(FITTED_APART)]:
-        raise RuntimeError(f"{path} does not match the network: missing {missing}, unexpected {unexpected}")
+        raise RuntimeError(f"{source} does not match the network: missing {missing}, unexpected {unexpected}")
+
+
+def load_lstm_file(network: SentimentLSTM, path: Path, device: torch.device) -> None:
+    load_lstm_state(network, torch.load(path, map_location=device, weights_only=True), path)
 
 
 def synthetic_batch(run: Run, epoch: int) -> tuple[list[list[int]], torch.Tensor]:
@@ -191,8 +193,7 @@ def fit_lstm(run: Run, stage: str, epochs: int, lr: float, examples) -> None:
         optimiser, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / total))))
     if cfg.resume and last_path.is_file():
         saved = torch.load(last_path, map_location=device, weights_only=False)  # our own checkpoint
-        network.load_state_dict({k: v for k, v in saved["network"].items() if not k.startswith(FITTED_APART)},
-                                strict=False)
+        load_lstm_state(network, saved["network"], last_path)
         optimiser.load_state_dict(saved["optimiser"])
         scheduler.load_state_dict(saved["scheduler"])
         rng.setstate(saved["batch_rng"])
@@ -200,7 +201,7 @@ def fit_lstm(run: Run, stage: str, epochs: int, lr: float, examples) -> None:
         state = saved["state"]
         run.log(f"{stage}: resumed after epoch {state['epoch']}")
     elif best_path.is_file():
-        load_lstm_state(network, best_path, device)
+        load_lstm_file(network, best_path, device)
     history = run.progress.setdefault("history", [])
     while state["epoch"] < epochs and state["epoch"] - state["best_epoch"] < cfg.patience:
         epoch = state["epoch"] + 1
@@ -227,14 +228,14 @@ def fit_lstm(run: Run, stage: str, epochs: int, lr: float, examples) -> None:
         if val["accuracy"] > run.progress.get("best_accuracy", -1.0):
             run.progress.update(best_accuracy=val["accuracy"], best_epoch=f"{stage} {epoch}")
             state["best_epoch"] = epoch
-            torch.save(lstm_state(network), best_path)
+            torch.save(lstm_only(network.state_dict()), best_path)
         run.save_progress()
         run.log(f"{stage} epoch {epoch}: train loss {running:.4f}  LSTM val accuracy {val['accuracy']:.4f}  "
                 f"nll {val['nll']:.4f}  (best {run.progress['best_accuracy']:.4f}, {run.progress['best_epoch']})")
-        torch.save({"network": lstm_state(network), "optimiser": optimiser.state_dict(),
+        torch.save({"network": lstm_only(network.state_dict()), "optimiser": optimiser.state_dict(),
                     "scheduler": scheduler.state_dict(), "batch_rng": rng.getstate(),
                     "torch_rng": torch.get_rng_state(), "state": state}, last_path)
-    load_lstm_state(network, best_path, device)
+    load_lstm_file(network, best_path, device)
 
 
 def stage_supervised(run: Run) -> None:
@@ -249,11 +250,12 @@ def stage_teacher(run: Run) -> None:
     """Soft labels for the unlabelled reviews from the blend of the LSTM and the n-gram model (fitted on
     validation). Without an n-gram model the LSTM labels them alone (self-distillation)."""
     path = run.ckpt / "teacher.pt"
-    if run.cfg.resume and path.is_file():
+    if not run.unsup_ids or (run.cfg.resume and path.is_file()):
         return
     t0 = time.time()
     val = predict_components(run.network, run.val_ids, run.device)
     weights, bias = fit_blend(val, run.val_y)
+
     def blend(components: torch.Tensor) -> torch.Tensor:
         return components.double() @ torch.tensor(weights, dtype=torch.float64) + bias
 
