@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from model.probes import load_probes, run_probes
-from model.training.augment import synthetic_reviews
+from model.training.augment import graded_reviews, synthetic_reviews
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "aclImdb_v1.tar.gz"
@@ -32,8 +32,9 @@ def test_the_probe_set_is_large_balanced_and_well_formed():
 
 
 def test_no_probe_is_a_sentence_that_training_generates():
-    """The synthetic sentences teach negation and contrast; the probes must measure whether that generalises."""
-    generated = {t.lower().rstrip(".!") for t in synthetic_reviews(50_000, seed=0)[0]}
+    """The synthetic sentences teach negation, contrast and intensity; the probes must measure whether that generalises."""
+    sentences = synthetic_reviews(50_000, seed=0)[0] + graded_reviews(20_000, seed=0)[0]
+    generated = {t.lower().rstrip(".!") for t in sentences}
     probes = load_probes()
     texts = [p["text"] for p in probes if "text" in p] + [p[k] for p in probes if "weaker" in p
                                                            for k in ("weaker", "stronger")]

@@ -49,3 +49,29 @@ def test_make_batch_crops_long_reviews_only_in_training():
     assert lengths.tolist() == [10, 2]
     ids, lengths = make_batch(rows, 10, None, torch.device("cpu"))  # inference: whole reviews
     assert lengths.tolist() == [48, 2]
+
+
+def test_graded_sentences_are_surer_the_stronger_their_wording():
+    from model.training.augment import graded_reviews
+
+    texts, targets = graded_reviews(4000, seed=5)
+    assert (texts, targets) == graded_reviews(4000, seed=5)
+    assert sum(t > 0.5 for t in targets) == sum(t < 0.5 for t in targets) == 2000
+
+    def target(pattern: str) -> list[float]:
+        return [y for t, y in zip(texts, targets) if pattern in t]
+
+    assert min(target("absolutely superb")) > max(target("fairly decent")) > 0.5
+    assert max(target("utterly atrocious")) < min(target("somewhat mediocre")) < 0.5
+
+
+def test_crops_are_seeded_sentences_of_the_reviews_within_the_word_limits():
+    from model.training.crops import review_crops, sentences
+
+    reviews = ["One two three. Four five six seven!<br /><br />Eight nine ten eleven? Twelve.",
+               "Short.", "A much longer sentence " + "word " * 60 + "ends here."]
+    assert sentences(reviews[0]) == ["One two three.", "Four five six seven!", "Eight nine ten eleven?", "Twelve."]
+    crops = review_crops(reviews * 50, 150, seed=1)
+    assert crops == review_crops(reviews * 50, 150, seed=1)
+    assert crops and all(3 <= len(c.split()) <= 40 for c in crops)
+    assert all(c in " ".join(reviews).replace("<br /><br />", " ") or c.startswith("A much longer") for c in crops)

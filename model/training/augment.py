@@ -11,6 +11,7 @@ ones here, so their pass rates say how far the lesson generalises rather than wh
 
 from __future__ import annotations
 
+import math
 import random
 
 POSITIVE = ("good great excellent wonderful brilliant superb enjoyable entertaining funny charming beautiful moving "
@@ -111,3 +112,31 @@ def synthetic_reviews(n: int, seed: int) -> tuple[list[str], list[int]]:
         texts.append(text)
         labels.append(label)
     return texts, labels
+
+
+# Graded sentences for the distillation stage: soft targets that rise with the strength of the wording, so the
+# model learns that "absolutely superb" is surer than "fairly decent" (hard 0/1 labels teach only the sign).
+# A tier is a logit; a qualifier scales it. The frames differ from the probes' (`model/probes.json`).
+TIERS = {3.0: "superb brilliant outstanding masterful magnificent extraordinary wonderful exceptional".split(),
+         1.2: "decent nice pleasant fine watchable agreeable amusing passable solid".split(),
+         -1.2: "mediocre uneven bland flat forgettable slow underwhelming lacklustre".split(),
+         -3.0: "atrocious abysmal dreadful awful horrendous unbearable appalling execrable".split()}
+QUALIFIERS = ((0.5, "fairly {}"), (0.5, "somewhat {}"), (0.5, "mildly {}"), (0.6, "reasonably {}"),
+              (0.5, "a little {}"), (0.6, "{} at times"), (0.6, "{} in parts"), (0.5, "{} now and then"),
+              (1.0, "{}"), (1.0, "{}"), (1.4, "utterly {}"), (1.4, "absolutely {}"), (1.4, "truly {}"),
+              (1.4, "{} in every way"), (1.5, "{} from the first scene to the last"), (1.4, "{} all the way through"))
+
+
+def graded_reviews(n: int, seed: int) -> tuple[list[str], list[float]]:
+    """`n` seeded sentences "<subject> was <qualified adjective>." and a soft target sigmoid(tier x qualifier)."""
+    rng = random.Random(seed)
+    tiers = list(TIERS)
+    texts, targets = [], []
+    for i in range(n):
+        level = rng.choice([t for t in tiers if (t > 0) == (i % 2 == 1)])
+        scale, frame = rng.choice(QUALIFIERS)
+        s, plural = rng.choice(SUBJECTS)
+        phrase = frame.format(rng.choice(TIERS[level]))
+        texts.append(_finish(f"{s} {_be(plural, rng.random() < 0.5)} {phrase}."))
+        targets.append(1.0 / (1.0 + math.exp(-level * scale)))
+    return texts, targets

@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "embeddings' RMS (0: no adversarial training, half the cost per step)")
     p.add_argument("--synthetic", type=int, default=d.synthetic_per_epoch,
                    help="synthetic negation/contrast sentences mixed into each LSTM epoch (0: none)")
+    p.add_argument("--graded", type=int, default=d.graded_per_epoch,
+                   help="graded-intensity sentences (soft targets) added to each distillation epoch")
+    p.add_argument("--crops", type=int, default=d.crops,
+                   help="sentences cut from unlabelled reviews, labelled by the teacher, for distillation (0: none)")
     p.add_argument("--val-fraction", type=float, default=d.val_fraction, help="share of train held out")
     p.add_argument("--max-train-tokens", type=int, default=d.max_train_tokens,
                    help="training reads a random window of this many tokens of longer reviews (inference "
@@ -110,9 +114,11 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         device=a.device, threads=a.threads, epochs=a.epochs or (6 if a.smoke else d.epochs),
         # Smoke runs keep one distillation epoch: with two, the tiny model separates its synthetic validation split
         # perfectly, the temperature collapses and every probability saturates (tests need graded ones).
-        distill_epochs=min(a.distill_epochs, 1) if a.smoke else a.distill_epochs, patience=a.patience, batch_size=16 if a.smoke else a.batch_size,
-        lr=1e-2 if a.smoke else a.lr, distill_lr_scale=a.distill_lr_scale, weight_decay=a.weight_decay,
-        adversarial_eps=a.adversarial_eps, synthetic_per_epoch=min(a.synthetic, 200) if a.smoke else a.synthetic,
+        distill_epochs=min(a.distill_epochs, 1) if a.smoke else a.distill_epochs, patience=a.patience,
+        batch_size=16 if a.smoke else a.batch_size, lr=1e-2 if a.smoke else a.lr,
+        distill_lr_scale=a.distill_lr_scale, weight_decay=a.weight_decay, adversarial_eps=a.adversarial_eps,
+        synthetic_per_epoch=min(a.synthetic, 200) if a.smoke else a.synthetic,
+        graded_per_epoch=min(a.graded, 100) if a.smoke else a.graded, crops=min(a.crops, 100) if a.smoke else a.crops,
         nb_epochs=a.nb_epochs, val_fraction=a.val_fraction, max_train_tokens=a.max_train_tokens,
         vocab_size=500 if a.smoke else a.vocab_size, lowercase=not a.cased, pretrain_embeddings=not a.no_pretrain,
         train_limit=a.train_limit, unsup_limit=a.unsup_limit, version=a.version, evaluate_test=not a.no_test,

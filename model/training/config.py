@@ -21,7 +21,7 @@ class TrainConfig:
     device: str = "auto"
     threads: int = 0
     epochs: int = 4
-    distill_epochs: int = 2
+    distill_epochs: int = 3
     patience: int = 2
     batch_size: int = 64
     lr: float = 2e-3
@@ -30,6 +30,8 @@ class TrainConfig:
     clip: float = 1.0
     adversarial_eps: float = 4.0
     synthetic_per_epoch: int = 4000
+    graded_per_epoch: int = 2000
+    crops: int = 25000
     nb_epochs: int = 2
     val_fraction: float = 0.1
     max_train_tokens: int = 400
@@ -39,7 +41,7 @@ class TrainConfig:
     train_limit: int = 0
     unsup_limit: int = 0
     name: str = "imdb-lstm"
-    version: str = "3.0.0"
+    version: str = "3.1.0"
     evaluate_test: bool = True
     smoke: bool = False
     progress: bool = True

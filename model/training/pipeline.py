@@ -4,8 +4,10 @@ resume between stages (and between epochs of the LSTM stages):
     prepare     validation carved out of train; BPE tokenizer and PPMI-SVD word vectors from train + unlabelled
     ngram       the NB-weighted n-gram model, fitted on the training split
     supervised  the LSTM on the labelled reviews plus synthetic negation/contrast sentences, adversarial training
-    teacher     the blend of that LSTM and the n-gram model labels the 50k unlabelled reviews (soft labels)
-    distill     the LSTM trains on, on labelled + soft-labelled + synthetic text: it learns what the blend knows
+    teacher     the blend of that LSTM and the n-gram model labels the 50k unlabelled reviews, and sentences cut
+                from them, with soft labels
+    distill     the LSTM trains on, on labelled + soft-labelled + synthetic (negation, contrast, graded intensity)
+                text: it learns what the blend knows
     calibrate   blend weights, per-component calibration and temperature on validation; the artifact is written
     report      the test split, read once, and the behavioural probes
 
@@ -34,9 +36,10 @@ from model.network import COMPONENTS, NetworkConfig, SentimentLSTM
 from model.predictor import resolve_device
 from model.tokenizer import build_tokenizer, load_tokenizer
 from model.training.adversarial import train_step
-from model.training.augment import synthetic_reviews
+from model.training.augment import graded_reviews, synthetic_reviews
 from model.training.batches import bucket_batches, make_batch, predict_components, predict_logits
 from model.training.config import STAGES, TrainConfig
+from model.training.crops import review_crops
 from model.training.embeddings import pretrained_embeddings
 from model.training.ngram_fit import fit_ngram_branch
 from model.training.smoke import smoke_corpus
@@ -57,6 +60,7 @@ class Run:
     val_ids: list = field(default_factory=list)
     val_y: torch.Tensor | None = None
     unsup_ids: list = field(default_factory=list)
+    crop_ids: list = field(default_factory=list)
     progress: dict = field(default_factory=dict)
 
     def save_progress(self) -> None:
@@ -128,6 +132,7 @@ def stage_prepare(run: Run) -> None:
     run.train_y = torch.tensor([r.label for r in train_set])
     run.val_y = torch.tensor([r.label for r in val_set])
     run.unsup_ids = run.encode([r.text for r in unsup])
+    run.crop_ids = run.encode(review_crops([r.text for r in unsup], cfg.crops, cfg.seed))
 
 
 def stage_ngram(run: Run) -> None:
@@ -259,23 +264,32 @@ def stage_teacher(run: Run) -> None:
     def blend(components: torch.Tensor) -> torch.Tensor:
         return components.double() @ torch.tensor(weights, dtype=torch.float64) + bias
 
-    probs = torch.sigmoid(blend(predict_components(run.network, run.unsup_ids, run.device))).float()
+    def label(seqs: list[list[int]]) -> torch.Tensor:
+        return torch.sigmoid(blend(predict_components(run.network, seqs, run.device))).float()
+
+    probs, crop_probs = label(run.unsup_ids), label(run.crop_ids) if run.crop_ids else torch.zeros(0)
     accuracy = binary_metrics(blend(val).float(), run.val_y)["accuracy"]
-    torch.save({"probs": probs}, path)
+    torch.save({"probs": probs, "crop_probs": crop_probs}, path)
     run.progress["teacher"] = {"weights": weights, "bias": bias, "val_accuracy": accuracy,
                                "seconds": round(time.time() - t0, 1)}
     run.save_progress()
-    run.log(f"teacher (blend {weights}) validation accuracy {accuracy:.4f}; {len(probs)} soft labels")
+    run.log(f"teacher (blend {weights}) validation accuracy {accuracy:.4f}; {len(probs)} soft labels "
+            f"for reviews, {len(crop_probs)} for sentences cut from them")
 
 
 def stage_distill(run: Run) -> None:
     if not run.unsup_ids or not run.cfg.distill_epochs:
         return
-    soft = torch.load(run.ckpt / "teacher.pt", weights_only=True)["probs"]
+    teacher = torch.load(run.ckpt / "teacher.pt", weights_only=True)
+    soft, crop_soft = teacher["probs"], teacher.get("crop_probs", torch.zeros(0))
+    crops = run.crop_ids if len(crop_soft) == len(run.crop_ids) else []  # a teacher.pt from before crops: none
+    crop_soft = crop_soft if crops else torch.zeros(0)
 
     def examples(epoch: int):
         synthetic, labels = synthetic_batch(run, 1000 + epoch)
-        return (run.train_ids + run.unsup_ids + synthetic, torch.cat([run.train_y.float(), soft, labels]))
+        graded, targets = graded_reviews(run.cfg.graded_per_epoch, seed=run.cfg.seed * 1000 + 2000 + epoch)
+        return (run.train_ids + run.unsup_ids + crops + synthetic + run.encode(graded),
+                torch.cat([run.train_y.float(), soft, crop_soft, labels, torch.tensor(targets)]))
 
     fit_lstm(run, "distill", run.cfg.distill_epochs, run.cfg.lr * run.cfg.distill_lr_scale, examples)
 
