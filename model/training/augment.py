@@ -123,7 +123,8 @@ TIERS = {3.0: "superb brilliant outstanding masterful magnificent extraordinary 
          -3.0: "atrocious abysmal dreadful awful horrendous unbearable appalling execrable".split()}
 QUALIFIERS = ((0.5, "fairly {}"), (0.5, "somewhat {}"), (0.5, "mildly {}"), (0.6, "reasonably {}"),
               (0.5, "a little {}"), (0.6, "{} at times"), (0.6, "{} in parts"), (0.5, "{} now and then"),
-              (1.0, "{}"), (1.0, "{}"), (1.4, "utterly {}"), (1.4, "absolutely {}"), (1.4, "truly {}"),
+              (1.0, "{} overall"), (1.0, "{} on the whole"), (1.4, "utterly {}"), (1.4, "absolutely {}"),
+              (1.4, "truly {}"),
               (1.4, "{} in every way"), (1.5, "{} from the first scene to the last"), (1.4, "{} all the way through"))
 
 
