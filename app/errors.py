@@ -70,9 +70,6 @@ class ServiceError(HTTPException):
         self.code = code
         self.message = message
 
-    def response(self, request_id: str | None) -> OrjsonResponse:
-        return error_response(self.code, self.message, request_id, self.headers)
-
 
 def from_failure(exc: Exception) -> ServiceError:
     """The answer to one of the service's domain errors (`app.failures`), or the error itself re-raised."""
@@ -100,6 +97,13 @@ def from_failure(exc: Exception) -> ServiceError:
                             f"{exc.error_id}, logged on the server): retry without explain, and report it if it "
                             f"persists")
     raise exc
+
+
+def error_answer(exc: Exception, scope_or_request) -> OrjsonResponse:
+    """The one way an error becomes a response: a `ServiceError` as it is, a domain error mapped by `from_failure`
+    (anything else is re-raised)."""
+    error = exc if isinstance(exc, ServiceError) else from_failure(exc)
+    return error_response(error.code, error.message, request_id_of(scope_or_request), error.headers)
 
 
 def error_body(code: ErrorCode, message: str, request_id: str | None) -> dict:
@@ -138,7 +142,7 @@ def _from_http_exception(request: Request, exc: HTTPException) -> tuple[ErrorCod
 
 
 async def _handle_failure(request: Request, exc: Exception) -> OrjsonResponse:
-    return from_failure(exc).response(request_id_of(request))
+    return error_answer(exc, request)
 
 
 async def _handle_http_exception(request: Request, exc: HTTPException) -> OrjsonResponse:

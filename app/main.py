@@ -13,8 +13,8 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
-from app.api.fast_predict import PredictFastPath
-from app.api.routes import health, metrics, predict
+from app.api import predict
+from app.api.routes import health, metrics
 from app.api.routes import model as model_route
 from app.config import Settings, get_settings
 from app.docs import install_docs
@@ -71,7 +71,8 @@ def create_app(settings: Settings | None = None, *, model: Any | None = None,
     app.state.service = service
     app.state.metrics = metrics_
     install_error_handlers(app)
-    app.include_router(predict.create_router(settings))
+    endpoint = predict.PredictEndpoint(settings)
+    app.include_router(endpoint.router())
     app.include_router(model_route.create_router(settings))
     app.include_router(health.router)
     app.include_router(metrics.router)
@@ -81,11 +82,11 @@ def create_app(settings: Settings | None = None, *, model: Any | None = None,
     # fast path for /predict runs last, inside the body limits and CORS. With an API key every request takes the
     # route, where the key is checked.
     if settings.api_key is None:
-        app.add_middleware(PredictFastPath, settings=settings, service=service)
+        app.add_middleware(predict.PlainPredictPath, endpoint=endpoint, service=service)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
                            expose_headers=["X-Request-ID", "X-Queue-Time-Ms", "X-Inference-Time-Ms", "Retry-After"])
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.read_timeout_s)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics_)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics_, counted_path=predict.PATH)
     return app

@@ -15,7 +15,7 @@ import uuid
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.errors import ErrorCode, ServiceError, error_response
+from app.errors import ErrorCode, ServiceError, error_answer, error_response
 from app.metrics import Metrics
 
 access_log = logging.getLogger("app.access")
@@ -23,15 +23,16 @@ log = logging.getLogger("app.middleware")
 
 # An incoming id is echoed only if it is short and plain, so it cannot inject anything into logs or headers.
 REQUEST_ID = re.compile(r"[A-Za-z0-9._:\-]{1,128}")
-PREDICT_PATH = "/predict"
 
 
 class RequestContextMiddleware:
-    """Gives every request an id (echoed in `x-request-id`), logs one line per request, counts /predict."""
+    """Gives every request an id (echoed in `x-request-id`), logs one line per request, and counts the POSTs to
+    `counted_path` (the prediction endpoint) in the request metrics."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics):
+    def __init__(self, app: ASGIApp, metrics: Metrics, counted_path: str):
         self.app = app
         self.metrics = metrics
+        self.counted_path = counted_path
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -66,10 +67,10 @@ class RequestContextMiddleware:
         finally:
             elapsed = time.monotonic() - started
             path = scope.get("path", "")
-            if path == PREDICT_PATH and scope.get("method") == "POST":
+            if path == self.counted_path and scope.get("method") == "POST":
                 self.metrics.requests.labels(str(status)).inc()
                 self.metrics.request_seconds.observe(elapsed)
-            timing = state.get("timing", {})  # set by the /predict answer (app.api.routes.predict.answer)
+            timing = state.get("timing", {})  # set by the /predict answer (app.api.predict.respond)
             extras = "".join(f" {k}={v}" for k, v in timing.items())
             access_log.info("%s %s %d %.1fms request_id=%s%s", scope.get("method"), path, status, elapsed * 1000,
                             request_id, extras,
@@ -141,9 +142,4 @@ class BodyLimitMiddleware:
             # FastAPI turns these into a 413/408 itself while parsing the body; this catches any other reader.
             if exc.code not in (ErrorCode.BODY_TOO_LARGE, ErrorCode.READ_TIMEOUT) or response_started:
                 raise
-            await self._refuse(scope, receive, send, exc)
-
-    @staticmethod
-    async def _refuse(scope: Scope, receive: Receive, send: Send, exc: ServiceError) -> None:
-        request_id = scope.get("state", {}).get("request_id")
-        await exc.response(request_id)(scope, receive, send)
+            await error_answer(exc, scope)(scope, receive, send)

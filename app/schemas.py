@@ -32,7 +32,8 @@ def _check_text(text: str) -> str:
 
 
 def request_models(max_text_chars: int, max_batch_texts: int) -> tuple[type[BaseModel], type[BaseModel]]:
-    """(TextRequest, TextsRequest) with the configured limits."""
+    """(TextRequest, TextsRequest) with the configured limits. Each says which texts it carries (`batch()`) and
+    how their results are answered (`reply(results)`): one result, or `{"results": [...]}` in order."""
     text_type = Annotated[
         str,
         Field(min_length=1, max_length=max_text_chars,
@@ -48,6 +49,12 @@ def request_models(max_text_chars: int, max_batch_texts: int) -> tuple[type[Base
                                             f"only whitespace.", examples=[EXAMPLE_TEXT])
         explain: StrictBool = Field(False, description=EXPLAIN_DESCRIPTION, examples=[True])
 
+        def batch(self) -> list[str]:
+            return [self.text]
+
+        def reply(self, results: list[dict]) -> dict:
+            return results[0]
+
     class TextsRequest(BaseModel):
         """Several texts to classify in one request; results come back in the same order."""
 
@@ -56,6 +63,12 @@ def request_models(max_text_chars: int, max_batch_texts: int) -> tuple[type[Base
                                        description=f"1 to {max_batch_texts} reviews, each like `text`.",
                                        examples=[EXAMPLE_TEXTS])
         explain: StrictBool = Field(False, description=EXPLAIN_DESCRIPTION, examples=[True])
+
+        def batch(self) -> list[str]:
+            return self.texts
+
+        def reply(self, results: list[dict]) -> dict:
+            return {"results": results}
 
     return TextRequest, TextsRequest
 

@@ -206,8 +206,8 @@ def _answer_without_timing(r):
 
 
 def test_plain_requests_skip_the_route_and_get_the_routes_answer(make_settings, loaded_model):
-    # app.api.fast_predict answers plain requests without FastAPI's routing; a query string sends a request to the
-    # route instead, so the two answers can be compared.
+    # app.api.predict.PlainPredictPath answers plain requests without FastAPI's routing; a query string sends a
+    # request to the route instead, so the two answers can be compared.
     from fastapi.testclient import TestClient
 
     app = create_app(make_settings(), model=loaded_model)

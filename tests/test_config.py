@@ -90,7 +90,7 @@ def test_settings_can_be_built_directly_for_tests():
 def test_importing_the_app_reads_no_settings():
     # A broken environment must not break `import app.main`: settings are read when an app is created.
     env = {"SENTIMENT_MAX_BATCH_SIZE": "broken", "PATH": "/usr/bin:/bin"}
-    done = subprocess.run([sys.executable, "-c", "import app.main, app.api.routes.predict"], check=False, cwd=ROOT, env=env,
+    done = subprocess.run([sys.executable, "-c", "import app.main, app.api.predict"], check=False, cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
 
