@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from app.metrics import Metrics
+from model import batch_admits
 from app.torch_pool import torch_pool
 
 log = logging.getLogger("app.batcher")
@@ -285,7 +286,7 @@ class Batcher:
         return self._flushing or self._batch_is_full() or deadline <= time.monotonic()
 
     def _fits(self, count: int, longest: int, cost: int) -> bool:
-        return count < self.max_batch_size and max(longest, cost) * (count + 1) <= self.max_batch_tokens
+        return batch_admits(count, longest, cost, self.max_batch_size, self.max_batch_tokens)
 
     def _batch_is_full(self) -> bool:
         count = longest = 0

@@ -32,9 +32,9 @@ class Settings(BaseSettings):
                             "tampered files stop startup")
     device: str = Field("auto", description="`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`; an absent GPU "
                         "stops startup")
-    max_batch_size: int = Field(64, ge=1, le=4096, description="most texts in one forward pass")
-    max_batch_tokens: int = Field(32768, ge=1, description="most padded tokens (longest text × texts) in one "
-                                  "forward pass; a longer text runs alone")
+    max_batch_size: int = Field(model.BATCH_SIZE, ge=1, le=4096, description="most texts in one forward pass")
+    max_batch_tokens: int = Field(model.MAX_BATCH_TOKENS, ge=1, description="most padded tokens (longest text × "
+                                  "texts) in one forward pass; a longer text runs alone")
     max_wait_ms: float = Field(0.0, ge=0, le=10_000, description="how long an idle model waits for a batch to fill "
                                "after its first text; `0`: at once (batches still form from the texts that arrive "
                                "during a forward pass). Waiting costs every lone request that much latency")

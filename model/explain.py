@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from model.predictor import Encoded, SentimentModel
+from model.predictor import MAX_BATCH_TOKENS, Encoded, SentimentModel
 from model.tokenizer import UNK_ID
 
 
@@ -33,7 +33,8 @@ class Explanation:
     total_words: int
 
 
-def explain(model: SentimentModel, text: str, max_words: int = 512, batch_tokens: int = 65536) -> Explanation:
+def explain(model: SentimentModel, text: str, max_words: int = 512,
+            batch_tokens: int = MAX_BATCH_TOKENS) -> Explanation:
     encoding = model.tokenizer.encode(text, add_special_tokens=False)
     ids = list(encoding.ids)
     # Group sub-word tokens into the words the pre-tokenizer saw, keeping each word's character span.

@@ -76,14 +76,26 @@ def split_by_length(lengths: Sequence[int], step_overhead: float = STEP_OVERHEAD
     return groups[::-1]
 
 
+# The defaults of every caller that batches: the server's settings, offline scoring, evaluation, explanations.
+BATCH_SIZE = 64
+MAX_BATCH_TOKENS = 32768
+
+
+def batch_admits(count: int, longest: int, cost: int, batch_size: int, max_batch_tokens: int) -> bool:
+    """The one rule for how big a forward pass gets: a batch of `count` rows whose longest costs `longest` takes
+    a row of `cost` while it stays within `batch_size` rows and `max_batch_tokens` padded tokens (longest row x
+    rows). An empty batch takes any row, so a row over the whole budget runs alone."""
+    return count == 0 or (count < batch_size and max(longest, cost) * (count + 1) <= max_batch_tokens)
+
+
 def plan_batches(costs: Sequence[int], batch_size: int, max_batch_tokens: int) -> list[list[int]]:
-    """Indices of rows with these lengths grouped into batches of similar length, each within `batch_size` rows
-    and `max_batch_tokens` padded tokens (a row longer than the budget runs alone)."""
+    """Indices of rows with these lengths grouped into batches of similar length, each within `batch_admits`."""
     batches: list[list[int]] = []
     current: list[int] = []
     for i in sorted(range(len(costs)), key=costs.__getitem__):
-        longest = costs[i]  # ascending order: the newcomer is the longest row
-        if current and (len(current) == batch_size or longest * (len(current) + 1) > max_batch_tokens):
+        # ascending order: the newcomer is the longest row
+        if not batch_admits(len(current), costs[current[-1]] if current else 0, costs[i], batch_size,
+                            max_batch_tokens):
             batches.append(current)
             current = []
         current.append(i)
@@ -167,7 +179,7 @@ class SentimentModel:
             out[name] = logits[:, k] * cal["weight"] + cal["bias"]
         return out
 
-    def predict_components(self, texts: Sequence[str], batch_size: int = 64) -> dict[str, list[float]]:
+    def predict_components(self, texts: Sequence[str], batch_size: int = BATCH_SIZE) -> dict[str, list[float]]:
         """Calibrated P(positive) per text from each component alone (see `component_logits`)."""
         encoded = self.encode(texts)
         probs: dict[str, list[float]] = {}
@@ -196,12 +208,13 @@ class SentimentModel:
                 probs[i] = p
         return probs
 
-    def plan_batches(self, encoded: Sequence[Encoded], batch_size: int = 64,
-                     max_batch_tokens: int = 32768) -> list[list[int]]:
+    def plan_batches(self, encoded: Sequence[Encoded], batch_size: int = BATCH_SIZE,
+                     max_batch_tokens: int = MAX_BATCH_TOKENS) -> list[list[int]]:
         """Indices grouped into batches, sorted by length so rows of a batch need little padding."""
         return plan_batches([e.cost for e in encoded], batch_size, max_batch_tokens)
 
-    def predict(self, texts: Sequence[str], batch_size: int = 64, max_batch_tokens: int = 32768) -> list[Prediction]:
+    def predict(self, texts: Sequence[str], batch_size: int = BATCH_SIZE,
+                max_batch_tokens: int = MAX_BATCH_TOKENS) -> list[Prediction]:
         encoded = self.encode(texts)
         probs = [0.0] * len(encoded)
         for indices in self.plan_batches(encoded, batch_size, max_batch_tokens):
@@ -209,7 +222,7 @@ class SentimentModel:
                 probs[i] = p
         return [Prediction(p, e.tokens) for p, e in zip(probs, encoded)]
 
-    def predict_proba(self, texts: Sequence[str], batch_size: int = 64) -> list[float]:
+    def predict_proba(self, texts: Sequence[str], batch_size: int = BATCH_SIZE) -> list[float]:
         """Calibrated P(positive) per text, batched internally."""
         return [p.positive for p in self.predict(texts, batch_size)]
 

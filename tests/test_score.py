@@ -1,4 +1,4 @@
-"""Offline scoring (`python -m app.score`): formats, order, resume after an interruption, streaming memory."""
+"""Offline scoring (`python -m model.score`): formats, order, resume after an interruption, streaming memory."""
 
 import csv
 import json
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from app.score import InputError, score_file
+from model.score import InputError, score_file
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,7 +22,7 @@ def test_txt_to_jsonl_keeps_order_and_every_line(tmp_path, smoke_artifact):
     src = tmp_path / "in.txt"
     texts = reviews(300) + ["", "emoji 🎬 and RTL שלום"]
     src.write_text("\n".join(texts) + "\n", encoding="utf-8")
-    done = subprocess.run([sys.executable, "-m", "app.score", str(src), "--model-dir", str(smoke_artifact),
+    done = subprocess.run([sys.executable, "-m", "model.score", str(src), "--model-dir", str(smoke_artifact),
                            "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "reviews/s" in done.stdout

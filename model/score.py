@@ -1,8 +1,8 @@
 """Score a big file of reviews offline, through the same model and batching path as the service.
 
-    python -m app.score reviews.txt                       # one review per line -> reviews.scored.jsonl
-    python -m app.score reviews.csv --column review -o scored.csv
-    python -m app.score reviews.jsonl --field text -o scored.jsonl
+    python -m model.score reviews.txt                       # one review per line -> reviews.scored.jsonl
+    python -m model.score reviews.csv --column review -o scored.csv
+    python -m model.score reviews.jsonl --field text -o scored.jsonl
 
 Streams the input in chunks (constant memory, whatever the file size), shows a progress bar over the input's
 bytes, writes one output record per input record in input order, and resumes after an interruption: records
@@ -20,6 +20,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from tqdm import tqdm
+
+import model as sentiment_model
+from model.predictor import BATCH_SIZE, MAX_BATCH_TOKENS, label_for
 
 FORMATS = ("txt", "csv", "jsonl")
 OUTPUT_FIELDS = ["index", "id", "label", "positive", "negative", "tokens", "truncated"]
@@ -92,10 +95,8 @@ class Writer:
 
 
 def score_file(source: Path, out: Path, *, model, fmt: str, column: str, id_column: str | None,
-               chunk: int = 2048, batch_size: int = 64, max_batch_tokens: int = 32768,
+               chunk: int = 2048, batch_size: int = BATCH_SIZE, max_batch_tokens: int = MAX_BATCH_TOKENS,
                uncertain_below: float | None = None, progress: bool = True) -> dict:
-    from model import label_for  # (lazily, like the model itself: `--help` needs no torch)
-
     out_fmt = "csv" if out.suffix.lower() == ".csv" else "jsonl"
     done = completed_records(out, out_fmt)
     writer = Writer(out, out_fmt, done)
@@ -139,7 +140,7 @@ def score_file(source: Path, out: Path, *, model, fmt: str, column: str, id_colu
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m app.score", description=__doc__,
+    p = argparse.ArgumentParser(prog="python -m model.score", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", type=Path, help=".txt (one review per line), .csv or .jsonl file")
     p.add_argument("-o", "--output", type=Path, help="output .jsonl or .csv (default: INPUT.scored.jsonl)")
@@ -148,15 +149,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--id-column", "--id-field", dest="id_column", help="CSV column / JSON field copied as `id`")
     p.add_argument("--model-dir", type=Path, default=None, help="artifact folder (default: the shipped model)")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--batch-size", type=int, default=64, help="texts per forward pass")
+    p.add_argument("--batch-size", type=int, default=BATCH_SIZE, help="most texts per forward pass")
+    p.add_argument("--max-batch-tokens", type=int, default=MAX_BATCH_TOKENS,
+                   help="most padded tokens (longest text x texts) per forward pass")
     p.add_argument("--chunk", type=int, default=2048, help="records read, scored and written at a time")
     p.add_argument("--uncertain-below", type=float, default=None, help="label results below this confidence "
                                                                        "\"uncertain\"")
     p.add_argument("--restart", action="store_true", help="ignore an existing output and start over")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     a = p.parse_args(argv)
-    import model as sentiment_model
-
     try:
         fmt = detect_format(a.input, a.format)
         if not a.input.is_file():
@@ -166,7 +167,8 @@ def main(argv: list[str] | None = None) -> int:
             out.unlink()
         loaded = sentiment_model.load_model(a.model_dir or sentiment_model.DEFAULT_ARTIFACT, device=a.device)
         summary = score_file(a.input, out, model=loaded, fmt=fmt, column=a.column, id_column=a.id_column,
-                             chunk=a.chunk, batch_size=a.batch_size, uncertain_below=a.uncertain_below,
+                             chunk=a.chunk, batch_size=a.batch_size, max_batch_tokens=a.max_batch_tokens,
+                             uncertain_below=a.uncertain_below,
                              progress=not a.quiet)
     except (InputError, sentiment_model.ArtifactError, ValueError) as exc:
         print(f"score: {exc}", file=sys.stderr)
