@@ -148,16 +148,19 @@ def free_port() -> int:
 
 
 class ServerProcess:
-    """`python -m app` on a free port of 127.0.0.1, its stderr collected in a file."""
+    """`python -m app` on 127.0.0.1 (a free port unless given), its output collected in a file. The one way the
+    tests start a real server: `script` runs `python -c SCRIPT` instead, a script that patches the app to inject a
+    fault and then runs its entry point with the same arguments."""
 
-    def __init__(self, env: dict[str, str], log_path: Path):
-        self.port = free_port()
+    def __init__(self, env: dict[str, str], log_path: Path, *, script: str | None = None, port: int | None = None):
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log_path = log_path
         self._log = open(log_path, "wb")  # noqa: SIM115 - open for the life of the process
         full_env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SENTIMENT_")}
         full_env.update({"PYTHONUNBUFFERED": "1", **env})
-        self.proc = subprocess.Popen([sys.executable, "-m", "app", "--host", "127.0.0.1", "--port", str(self.port)],
+        command = ["-c", script] if script else ["-m", "app"]
+        self.proc = subprocess.Popen([sys.executable, *command, "--host", "127.0.0.1", "--port", str(self.port)],
                                      cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT)
 
     def wait_ready(self, timeout: float = 60) -> None:
@@ -192,9 +195,10 @@ class ServerProcess:
 def start_server(smoke_artifact: Path, tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     servers: list[ServerProcess] = []
 
-    def start(**env: str) -> ServerProcess:
+    def start(script: str | None = None, port: int | None = None, **env: str) -> ServerProcess:
+        """A server on the smoke model; `env` sets SENTIMENT_* variables (see `ServerProcess` for the rest)."""
         env = {"SENTIMENT_MODEL_DIR": str(smoke_artifact), "SENTIMENT_DEVICE": "cpu", **env}
-        server = ServerProcess(env, tmp_path / f"server-{len(servers)}.log")
+        server = ServerProcess(env, tmp_path / f"server-{len(servers)}.log", script=script, port=port)
         servers.append(server)
         return server
 

@@ -7,14 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import re
-import subprocess
-import sys
 import textwrap
-import time
 
 import httpx
 import pytest
-from conftest import ROOT, free_port
 
 from app.main import create_app
 
@@ -91,35 +87,18 @@ _DYING_SERVER = textwrap.dedent("""
 
 
 @pytest.mark.slow
-def test_a_dead_batcher_makes_a_real_server_503_and_exit_non_zero(smoke_artifact, tmp_path):
-    port = free_port()
-    env = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", "SENTIMENT_MODEL_DIR": str(smoke_artifact),
-           "SENTIMENT_DEVICE": "cpu", "SENTIMENT_MAX_WAIT_MS": "0"}
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", _DYING_SERVER, "--port", str(port)], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+def test_a_dead_batcher_makes_a_real_server_503_and_exit_non_zero(start_server):
+    server = start_server(script=_DYING_SERVER, SENTIMENT_MAX_WAIT_MS="0")
+    server.wait_ready()
+    url = server.url
+    first = httpx.post(url + "/predict", json={"text": "served before the bug"}, timeout=10)
+    second = httpx.post(url + "/predict", json={"text": "this one kills the batcher"}, timeout=10)
     try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(url + "/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                time.sleep(0.1)
-        first = httpx.post(url + "/predict", json={"text": "served before the bug"}, timeout=10)
-        second = httpx.post(url + "/predict", json={"text": "this one kills the batcher"}, timeout=10)
-        try:
-            ready = httpx.get(url + "/health/ready", timeout=2).status_code
-        except httpx.TransportError:
-            ready = None  # already gone: also truthful
-        code = proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    text = log_path.read_text()
+        ready = httpx.get(url + "/health/ready", timeout=2).status_code
+    except httpx.TransportError:
+        ready = None  # already gone: also truthful
+    code = server.proc.wait(timeout=30)
+    text = server.log()
     assert first.status_code == 200, text
     assert second.status_code == 503 and second.json()["error"]["code"] == "not_ready", second.text
     assert second.headers["retry-after"]

@@ -15,19 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import ROOT, free_port
+from conftest import ROOT
 from test_security import evil_artifact
 
 pytestmark = pytest.mark.slow
 
 
-def run_server(env: dict[str, str], port: int | None = None) -> subprocess.Popen:
-    full = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", **env}
-    return subprocess.Popen([sys.executable, "-m", "app", "--port", str(port or free_port())], cwd=ROOT, env=full,
-                            text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-
-def test_startup_errors_are_one_line_and_a_non_zero_exit(smoke_artifact: Path, tmp_path: Path):
+def test_startup_errors_are_one_line_and_a_non_zero_exit(smoke_artifact: Path, tmp_path: Path, start_server):
     tampered = shutil.copytree(smoke_artifact, tmp_path / "tampered")
     with open(tampered / "weights.pt", "ab") as f:
         f.write(b"\0")
@@ -66,17 +60,18 @@ def test_startup_errors_are_one_line_and_a_non_zero_exit(smoke_artifact: Path, t
     cases["busy port"] = ({"SENTIMENT_MODEL_DIR": good}, r"cannot listen on 127.0.0.1:\d+: Address already in use")
     started = time.monotonic()
     # In parallel: each pays for importing torch.
-    procs = {name: run_server(env, busy.getsockname()[1] if name == "busy port" else None)
-             for name, (env, _) in cases.items()}
-    for name, proc in procs.items():
-        out, err = proc.communicate(timeout=120)
+    servers = {name: start_server(port=busy.getsockname()[1] if name == "busy port" else None, **env)
+               for name, (env, _) in cases.items()}
+    for name, server in servers.items():
+        code = server.proc.wait(timeout=120)
+        output = server.log()
         pattern = cases[name][1]
-        lines = [line for line in err.splitlines() if line.strip()]
-        assert proc.returncode != 0, (name, err)
-        assert len(lines) == 1, (name, err)
+        lines = [line for line in output.splitlines() if line.strip()]
+        assert code != 0, (name, output)
+        assert len(lines) == 1, (name, output)
         assert lines[0].startswith("sentiment: "), (name, lines)
         assert re.search(pattern, lines[0]), (name, lines[0])
-        assert "Traceback" not in err and "Uvicorn running" not in err + out, name
+        assert "Traceback" not in output and "Uvicorn running" not in output, name
     busy.close()
     assert time.monotonic() - started < 90
     assert not payload_ran.exists()
@@ -147,26 +142,20 @@ def test_a_real_server_serves_logs_request_ids_and_limits_bodies(start_server):
     assert "queue_ms" in access[0] and "inference_ms" in access[0]
 
 
-def test_the_port_is_not_open_until_the_model_is_ready(smoke_artifact: Path):
+def test_the_port_is_not_open_until_the_model_is_ready(start_server):
     # Settings and the model are checked before uvicorn binds: a probe either cannot connect or sees 200.
-    port = free_port()
-    env = {"PATH": "/usr/bin:/bin", "SENTIMENT_MODEL_DIR": str(smoke_artifact), "SENTIMENT_DEVICE": "cpu"}
-    proc = subprocess.Popen([sys.executable, "-m", "app", "--port", str(port)], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = start_server()
     statuses = set()
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and 200 not in statuses:
-            try:
-                statuses.add(httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=2).status_code)
-            except httpx.TransportError:
-                time.sleep(0.05)
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(30) == 0
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and 200 not in statuses and server.proc.poll() is None:
+        try:
+            statuses.add(httpx.get(server.url + "/health/ready", timeout=2).status_code)
+        except httpx.TransportError:
+            time.sleep(0.05)
+    assert server.stop() == 0, server.log()
     assert statuses == {200}
     with socket.socket() as s:  # and the port is released
-        s.bind(("127.0.0.1", port))
+        s.bind(("127.0.0.1", server.port))
 
 
 async def _client_loop(url: str, n: int, outcomes: list, in_flight: list[int]) -> None:
@@ -236,24 +225,13 @@ runpy.run_module("app", run_name="__main__")
 """
 
 
-def test_when_the_grace_runs_out_waiting_requests_get_503_and_the_process_exits_0_in_time(smoke_artifact, tmp_path):
-    port = free_port()
-    env = {"PATH": "/usr/bin:/bin", "PYTHONUNBUFFERED": "1", "SENTIMENT_MODEL_DIR": str(smoke_artifact),
-           "SENTIMENT_DEVICE": "cpu", "SENTIMENT_SHUTDOWN_GRACE_S": "2"}
-    log_path = tmp_path / "server.log"
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, "-c", _STUCK_SERVER, "--port", str(port)], cwd=ROOT, env=env,
-                                stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+def test_when_the_grace_runs_out_waiting_requests_get_503_and_the_process_exits_0_in_time(start_server):
+    server = start_server(script=_STUCK_SERVER, SENTIMENT_SHUTDOWN_GRACE_S="2")
+    server.wait_ready()
+    proc = server.proc
 
     async def scenario():
-        async with httpx.AsyncClient(base_url=url, timeout=30) as c:
-            for _ in range(600):
-                try:
-                    if (await c.get("/health/ready")).status_code == 200:
-                        break
-                except httpx.TransportError:
-                    await asyncio.sleep(0.1)
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as c:
             stuck = [asyncio.create_task(c.post("/predict", json={"text": f"stuck {i}"})) for i in range(3)]
             # At least one is in a forward pass (with the default two workers, maybe two), the rest queued.
             while not re.search(r"^sentiment_batch_size_count [1-9]", (await c.get("/metrics")).text, re.M):
@@ -264,13 +242,8 @@ def test_when_the_grace_runs_out_waiting_requests_get_503_and_the_process_exits_
             code = await asyncio.to_thread(proc.wait, 30)
             return answers, code, time.monotonic() - sent
 
-    try:
-        answers, code, elapsed = asyncio.run(scenario())
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    text = log_path.read_text()
+    answers, code, elapsed = asyncio.run(scenario())
+    text = server.log()
     for r in answers:  # in the forward pass or queued behind it: refused properly, not dropped
         assert r.status_code == 503, r.text
         assert r.json()["error"]["code"] == "shutting_down" and r.headers["retry-after"]
