@@ -41,10 +41,10 @@ train: $(STAMP)
 evaluate: $(STAMP)
 	$(BIN)/python -m model.evaluate --artifact model/artifacts/imdb-lstm-v3 --data $(DATA) $(EVALUATE_ARGS)
 
-# Needs wrk (apt-get install -y wrk) and a quiet machine; writes bench/results/ (see docs/benchmarks.md).
+# Needs wrk (apt-get install -y wrk) and a quiet machine; writes docs/benchmarks.md and bench/results/.
 bench: $(STAMP)
 	command -v wrk >/dev/null || apt-get install -y wrk
-	$(BIN)/python -m bench.run --data $(DATA) $(BENCH_ARGS)
+	$(BIN)/python -m bench.run --data $(DATA) --report docs/benchmarks.md $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs

@@ -72,9 +72,28 @@ class Server:
             raise RuntimeError("server never became ready")
         self.ready_s = time.perf_counter() - started
 
+    def pids(self) -> list[int]:
+        """The server's processes: it and every worker it started (its own session, so its process group)."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:  # gone meanwhile
+                continue
+            if int(fields[2]) == self.proc.pid:
+                pids.append(int(stat.parent.name))
+        return pids or [self.proc.pid]
+
     def cpu_seconds(self) -> float:
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time of all of the server's processes (see `pids`)."""
+        total = 0
+        for pid in self.pids():
+            try:
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
 
     def allocator(self) -> str:
         """`jemalloc` if the server process has it loaded, else `glibc`."""
@@ -82,13 +101,23 @@ class Server:
 
         return "jemalloc" if jemalloc_loaded(self.proc.pid) else "glibc"
 
+    def _memory_mb(self, field: str) -> float:
+        total = 0
+        for pid in self.pids():
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            found = re.search(rf"{field}:\s+(\d+)", status)
+            total += int(found.group(1)) if found else 0
+        return total / 1024
+
     def peak_rss_mb(self) -> float:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"VmHWM:\s+(\d+)", status).group(1)) / 1024
+        """The sum of each server process's peak RSS: an upper bound on their peak together."""
+        return self._memory_mb("VmHWM")
 
     def rss_mb(self) -> float:
-        status = Path(f"/proc/{self.proc.pid}/status").read_text()
-        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024
+        return self._memory_mb("VmRSS")
 
     def stop(self) -> int:
         """SIGTERM (a drain), then SIGKILL after 40 s; the exit code."""

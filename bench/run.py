@@ -1,6 +1,6 @@
 """Benchmark: the model in-process (the limit), the batching service, and a naive one-pass-per-request server.
 
-    python -m bench.run --data ../shared/data/aclImdb_v1.tar.gz          # what `make bench` runs
+    python -m bench.run --data ../shared/data/aclImdb_v1.tar.gz --report docs/benchmarks.md   # `make bench`
     python -m bench.run --data PATH --duration 5 --concurrency 1 16       # a quick look
 
 Bodies are real IMDB test reviews (their real length distribution). Load comes from `wrk` (closed loop, a Lua
@@ -20,33 +20,15 @@ import time
 from pathlib import Path
 
 from bench.harness import Server, free_port, preload, test_reviews, write_bodies, wrk
+from bench.model_speed import layouts, measure_layouts
 
 
-def in_process(texts: list[str], batch_sizes: list[int], device: str, thread_counts: list[int]) -> list[dict]:
-    """`predict_proba` at each batch size and torch thread count, in this (main) thread, which loaded the model.
-
-    predict_proba sorts the whole sample by length before batching, so these batches carry almost no padding:
-    a limit that live traffic (random lengths) cannot quite reach.
-    """
-    import torch
-
+def in_process(texts: list[str], batch_sizes: list[int], device: str, pairs: list[tuple[int, int]]) -> list[dict]:
+    """The model in this process, in every layout the server can run it (parallel callers x torch threads, see
+    `bench.model_speed.measure_layouts`) and batch size. The limit is the best row."""
     from model import load_model
 
-    model = load_model(device=device)
-    rows = []
-    for threads in thread_counts:
-        torch.set_num_threads(threads)
-        model.predict_proba(texts[:64])  # warm-up
-        for bs in batch_sizes:
-            sample = texts if bs > 1 else texts[: max(200, len(texts) // 4)]
-            started = time.perf_counter()
-            model.predict_proba(sample, batch_size=bs)
-            seconds = time.perf_counter() - started
-            rows.append({"batch_size": bs, "reviews_per_s": len(sample) / seconds,
-                         "latency_ms": 1000 * seconds / len(sample) * bs, "threads": threads})
-            print(f"  in-process threads {threads} batch {bs:4d}: {rows[-1]['reviews_per_s']:8.1f} reviews/s",
-                  flush=True)
-    return rows
+    return measure_layouts(load_model(device=device), texts, batch_sizes, pairs)
 
 
 def load_levels(name: str, server: Server, bodies: Path, levels: list[int], duration: float,
@@ -79,13 +61,13 @@ def plot(results: dict, path: Path) -> None:
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4), dpi=110)
     limit = max(r["reviews_per_s"] for r in results["in_process"])
-    for name in ("service", "naive"):
+    for name in dict.fromkeys(r["server"] for r in results["http"]):
         rows = [r for r in results["http"] if r["server"] == name and r["texts_per_request"] == 1]
         if rows:
             xs = [r["connections"] for r in rows]
             a.plot(xs, [r["reviews_per_s"] for r in rows], "o-", label=name)
             b.plot(xs, [r["p99_ms"] for r in rows], "o-", label=name)
-    a.axhline(limit, ls="--", color="grey", label="in-process limit (best batch)")
+    a.axhline(limit, ls="--", color="grey", label="in-process limit (best layout)")
     a.set(xscale="log", xlabel="connections", ylabel="reviews/s", title="Throughput (1 review per request)")
     b.set(xscale="log", yscale="log", xlabel="connections", ylabel="p99 latency (ms)", title="p99 latency")
     a.legend()
@@ -96,23 +78,25 @@ def plot(results: dict, path: Path) -> None:
 
 
 def markdown(results: dict) -> str:
-    limit = max(results["in_process"], key=lambda r: r["reviews_per_s"])
-    lines = ["| in-process torch threads | batch size | reviews/s | ms per batch |", "|---:|---:|---:|---:|"]
-    lines += [f"| {r['threads']} | {r['batch_size']} | {r['reviews_per_s']:.1f} | {r['latency_ms']:.1f} |"
-              for r in results["in_process"]]
+    """The tables and ratios of one run (results.json)."""
+    limit = best_in_process(results)
+    lines = ["| callers × torch threads | batch size | reviews/s | ms per batch |", "|---|---:|---:|---:|"]
+    lines += [f"| {r.get('callers', 1)} × {r['threads']} | {r['batch_size']} | {r['reviews_per_s']:.1f} | "
+              f"{r['latency_ms']:.1f} |" for r in results["in_process"]]
     lines += ["", "| server | conns | texts/req | req/s | reviews/s | p50 ms | p90 ms | p99 ms | non-2xx | 429/503 | "
-              "socket err | CPU cores | peak RSS MB |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "socket err | CPU cores | peak RSS MB |", "|---|" + "---:|" * 12]
     for r in results["http"]:
         lines.append(f"| {r['server']} | {r['connections']} | {r['texts_per_request']} | {r['requests_per_s']:.1f} | "
                      f"{r['reviews_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | "
                      f"{r['non_2xx']} | {r['status_429_503']} | {r['socket_errors']} | {r['server_cpu_cores']:.2f} | "
                      f"{r['server_peak_rss_mb']:.0f} |")
-    lines += ["", f"In-process limit: {limit['reviews_per_s']:.1f} reviews/s at batch {limit['batch_size']} with "
-                  f"{limit['threads']} torch thread(s)."]
+    lines += ["", f"In-process limit: **{limit['reviews_per_s']:.1f} reviews/s**, {limit.get('callers', 1)} "
+                  f"caller(s) × {limit['threads']} torch thread(s) at batch {limit['batch_size']}."]
     if "limit_after" in results:
         again = results["limit_after"]["reviews_per_s"]
         lines.append(f"Measured again after the servers: {again:.1f} reviews/s "
-                     f"({again / limit['reviews_per_s'] - 1:+.0%}: how far this machine drifted during the run).")
+                     f"({again / limit['reviews_per_s'] - 1:+.0%}: how far the machine drifted during the run).")
+    lines.append("")
     for key, text in results["ratios"].items():
         lines.append(f"- {key}: {text}")
     lines.append(f"- service start to ready: {results['ready_s']['service']:.1f} s")
@@ -120,29 +104,98 @@ def markdown(results: dict) -> str:
     return "\n".join(lines)
 
 
+def best_in_process(results: dict) -> dict:
+    return max(results["in_process"], key=lambda r: r["reviews_per_s"])
+
+
 def ratios(results: dict) -> dict:
-    limit = max(r["reviews_per_s"] for r in results["in_process"])
-    b1 = min((r for r in results["in_process"] if r["batch_size"] == 1), key=lambda r: r["latency_ms"], default=None)
+    """Every ratio against the best the other side can do: the in-process limit over all layouts, and the naive
+    server's best layout at the same number of connections."""
+    limit = best_in_process(results)["reviews_per_s"]
+    b1 = min((r for r in results["in_process"] if r["batch_size"] == 1 and r.get("callers", 1) == 1),
+             key=lambda r: r["latency_ms"], default=None)
     out = {}
 
-    def pick(server, c, per):
-        return next((r for r in results["http"] if r["server"] == server and r["connections"] == c
+    def service(c, per):
+        return next((r for r in results["http"] if r["server"] == "service" and r["connections"] == c
                      and r["texts_per_request"] == per), None)
 
+    def naive_best(c):
+        rows = [r for r in results["http"] if r["server"].startswith("naive") and r["connections"] == c]
+        return max(rows, key=lambda r: r["reviews_per_s"], default=None)
+
     for c in sorted({r["connections"] for r in results["http"]}):
-        s, n = pick("service", c, 1), pick("naive", c, 1)
+        s, n = service(c, 1), naive_best(c)
         if s:
             out[f"service/limit, single texts, {c} conns"] = f"{s['reviews_per_s'] / limit:.0%}"
         if s and n:
-            out[f"service/naive, single texts, {c} conns"] = f"{s['reviews_per_s'] / n['reviews_per_s']:.2f}x"
+            ratio = s["reviews_per_s"] / n["reviews_per_s"]
+            out[f"service/naive best, single texts, {c} conns"] = f"{ratio:.2f}x ({n['server']})"
     for r in results["http"]:
         if r["server"] == "service" and r["texts_per_request"] > 1:
             out[f"service/limit, {r['texts_per_request']}-text requests, {r['connections']} conns"] = \
                 f"{r['reviews_per_s'] / limit:.0%}"
-    s1 = pick("service", 1, 1)
+    s1, n1 = service(1, 1), naive_best(1)
     if s1 and b1:
         out["p50 at 1 conn vs in-process batch-1 latency"] = f"{s1['p50_ms']:.1f} ms vs {b1['latency_ms']:.1f} ms"
+    if s1 and n1:
+        out["p50 at 1 conn, service vs naive best"] = f"{s1['p50_ms']:.1f} ms vs {n1['p50_ms']:.1f} ms ({n1['server']})"
     return out
+
+
+def report(results: dict, gpu: dict | None) -> str:
+    """docs/benchmarks.md: what the last `make bench` measured, and how to read it."""
+    m = results.get("meta", {})
+    lines = [
+        "# Benchmarks", "",
+        "Written by `make bench` (`python -m bench.run --data PATH --report docs/benchmarks.md`); it needs the IMDB",
+        "archive, `wrk` and a quiet machine. Nothing in this file is edited by hand: run it again to refresh it.", "",
+        f"Last run: {m.get('date', '?')}, {results['cpu_count']} CPU cores ({m.get('cpu', '?')}), device "
+        f"{results['device']}, torch {m.get('torch', '?')}, model {m.get('model', '?')}, "
+        f"commit {m.get('commit', '?')}. "
+        f"Bodies: {results['reviews']} real IMDB test reviews, {results['duration_s']:g} s per load level after a "
+        f"warm-up; `wrk` runs on the same cores as the server. Server settings: the defaults.", "",
+        "How to read it:",
+        "- **The in-process limit** is the model alone, in this process, in the best of every layout the server can",
+        "  run (parallel callers × torch threads × batch size), on length-sorted batches: a ceiling that live",
+        "  traffic cannot quite reach. It is measured again after the servers, to show how far the machine drifted.",
+        "- **The naive server** (`bench/naive_server.py`) runs one forward pass per request; it is measured with one",
+        "  process and with one process per core (`naive-PxT`: P processes × T torch threads), and each ratio",
+        "  against it uses its best layout at that number of connections.",
+        "- CPU cores and peak RSS cover all of a server's processes (peak RSS is the sum of each one's peak).", "",
+        "![throughput and p99 against connections](benchmarks.png)", "",
+        markdown(results),
+    ]
+    if gpu:
+        g = gpu.get("meta", {})
+        lines += ["", f"## GPU: {g.get('gpu', 'a GPU')}", "",
+                  f"Run {g.get('date', '?')} with model {g.get('model', '?')} at commit {g.get('commit', '?')} "
+                  f"(`python -m bench.run --device cuda` on a lent machine, {gpu['cpu_count']} CPU cores); "
+                  f"its results are "
+                  f"`docs/benchmarks-gpu.json`.", "", markdown(gpu)]
+    return "\n".join(lines) + "\n"
+
+
+def run_meta(device: str) -> dict:
+    import platform
+    import subprocess
+
+    import torch
+
+    from model import load_model
+
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                                check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = "?"
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor() or "?") if Path("/proc/cpuinfo").exists() \
+        else platform.processor() or "?"
+    model = load_model(device=device)
+    return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": commit, "torch": torch.__version__, "cpu": cpu,
+            "model": f"{model.name} {model.version}",
+            "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -154,10 +207,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256], help="wrk connections")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64, 128], help="in-process sizes")
     p.add_argument("--device", default=os.environ.get("SENTIMENT_DEVICE", "cpu"), help="cpu or cuda")
-    p.add_argument("--threads", type=int, nargs="+", default=[1, 2], help="torch thread counts tried in-process "
-                                                                           "(the limit is the best of all)")
+    p.add_argument("--max-threads", type=int, default=os.cpu_count() or 1,
+                   help="cores the in-process layouts may use (callers x threads); the limit is the best layout")
     p.add_argument("--skip-naive", action="store_true", help="do not run the naive server")
     p.add_argument("--out", default="bench/results", help="folder for results.json, plot.png, table.md")
+    p.add_argument("--report", default=None, help="also write the Markdown report here (make bench: "
+                                                   "docs/benchmarks.md), its plot beside it")
+    p.add_argument("--gpu-results", default="docs/benchmarks-gpu.json",
+                   help="a GPU run's results.json, added to the report as its own section when the file exists")
     a = p.parse_args(argv)
     if not shutil.which("wrk"):
         sys.exit("wrk not found: apt-get install -y wrk")
@@ -165,16 +222,18 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     texts = test_reviews(a.data, a.reviews, seed=0)
     results: dict = {"device": a.device, "cpu_count": os.cpu_count(), "reviews": len(texts),
-                     "duration_s": a.duration, "http": [], "ready_s": {}}
+                     "duration_s": a.duration, "http": [], "ready_s": {}, "meta": run_meta(a.device)}
     print(f"in-process limit ({a.device}):", flush=True)
-    results["in_process"] = in_process(texts, a.batch_sizes, a.device, a.threads)
+    results["in_process"] = in_process(texts, a.batch_sizes, a.device, layouts(a.max_threads))
     with tempfile.TemporaryDirectory() as tmp:
         single = write_bodies(Path(tmp) / "single.jsonl", texts, 1)
         multi = write_bodies(Path(tmp) / "batch32.jsonl", texts, 32)
         env = {"SENTIMENT_DEVICE": a.device, "SENTIMENT_LOG_LEVEL": "warning", **preload()}
         servers = [("service", [sys.executable, "-m", "app"])]
         if not a.skip_naive:
-            servers.append(("naive", [sys.executable, "-m", "bench.naive_server"]))
+            for processes in dict.fromkeys([1, a.max_threads]):
+                argv0 = [sys.executable, "-m", "bench.naive_server", "--workers", str(processes), "--threads", "1"]
+                servers.append((f"naive-{processes}x1", argv0))
         for name, argv0 in servers:
             port = free_port()
             server = Server([*argv0, "--host", "127.0.0.1", "--port", str(port)], env, port)
@@ -189,9 +248,10 @@ def main(argv: list[str] | None = None) -> int:
                 server.stop()
     # This machine's speed drifts over minutes: the best in-process setting measured again, after the servers, shows
     # how far the limit moved while they ran (the ratios use the first measurement, as the table does).
-    best = max(results["in_process"], key=lambda r: r["reviews_per_s"])
+    best = best_in_process(results)
     print("in-process limit again, after the servers:", flush=True)
-    results["limit_after"] = in_process(texts, [best["batch_size"]], a.device, [best["threads"]])[0]
+    results["limit_after"] = in_process(texts, [best["batch_size"]], a.device,
+                                        [(best["callers"], best["threads"])])[0]
     results["ratios"] = ratios(results)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
@@ -200,6 +260,13 @@ def main(argv: list[str] | None = None) -> int:
         plot(results, out / "plot.png")
     except ImportError:
         print("matplotlib missing: no plot", file=sys.stderr)
+    if a.report:
+        gpu_path = Path(a.gpu_results)
+        gpu = json.loads(gpu_path.read_text()) if a.device == "cpu" and gpu_path.is_file() else None
+        Path(a.report).write_text(report(results, gpu))
+        if (out / "plot.png").exists():
+            shutil.copy(out / "plot.png", Path(a.report).with_name("benchmarks.png" if a.device == "cpu"
+                                                                     else "benchmarks-gpu.png"))
     print(table)
     return 0
 
