@@ -32,7 +32,8 @@ def test_the_probe_set_is_large_balanced_and_well_formed():
 
 
 def test_no_probe_is_a_sentence_that_training_generates():
-    """The synthetic sentences teach negation, contrast and intensity; the probes must measure whether that generalises."""
+    """The synthetic sentences teach negation, contrast and intensity; the probes must measure whether that
+    generalises."""
     sentences = synthetic_reviews(50_000, seed=0)[0] + graded_reviews(20_000, seed=0)[0]
     generated = {t.lower().rstrip(".!") for t in sentences}
     probes = load_probes()
