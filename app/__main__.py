@@ -3,9 +3,10 @@
 Settings and the model are loaded before the port opens, so a bad setting, a missing or corrupt artifact or an
 unavailable device ends startup with one line naming the cause and a non-zero exit: never a half-up server.
 
-SIGTERM (or Ctrl+C): readiness turns 503 and nothing new is admitted while the port stays open; once every admitted
-text is answered (and SENTIMENT_SHUTDOWN_DELAY_S has passed) the port closes, in-flight responses finish and the
-process exits 0. A second signal stops at once.
+SIGTERM (or Ctrl+C): readiness turns 503 and nothing new is admitted while the port stays open (answers say
+`Connection: close`, so keep-alive clients reconnect elsewhere); once every admitted text is answered (and
+SENTIMENT_SHUTDOWN_DELAY_S has passed) the port closes, connections still in the listen backlog get a 503 rather
+than a reset, in-flight responses finish and the process exits 0. A second signal stops at once.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import time
 import uvicorn
 
 import model as sentiment_model
+from app.backlog import BacklogRefuser
 from app.config import Settings, SettingsError, get_settings
 from app.logs import configure_logging
 from app.main import create_app
@@ -69,6 +71,19 @@ class DrainingServer(uvicorn.Server):
         # uvicorn waits for them only for what remains of the grace, at least a second.
         self.config.timeout_graceful_shutdown = max(1.0, s.shutdown_grace_s - (time.monotonic() - started))
         self.should_exit = True
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """uvicorn's shutdown (stop accepting, finish in-flight responses, end the lifespan), while the connections
+        left in the listen backlog get a 503 instead of a reset (app/backlog.py)."""
+        if not sockets:
+            await super().shutdown(sockets)
+            return
+        refuser = BacklogRefuser(sockets[0])  # before uvicorn closes the socket
+        own = asyncio.ensure_future(super().shutdown(sockets))
+        await refuser.run(own)
+        await own
+        if refuser.refused:
+            log.info("answered %d connections from the listen backlog with 503", refuser.refused)
 
     def on_fatal(self, exc: BaseException) -> None:
         self.fatal_error = exc

@@ -88,5 +88,6 @@ def create_app(settings: Settings | None = None, *, model: Any | None = None,
                            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
                            expose_headers=["X-Request-ID", "X-Queue-Time-Ms", "X-Inference-Time-Ms", "Retry-After"])
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, timeout_s=settings.read_timeout_s)
-    app.add_middleware(RequestContextMiddleware, metrics=metrics_, counted_path=predict.PATH)
+    app.add_middleware(RequestContextMiddleware, metrics=metrics_, counted_path=predict.PATH,
+                       closing=lambda: service.state in ("draining", "stopped", "failed"))
     return app

@@ -11,6 +11,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -29,10 +30,14 @@ class RequestContextMiddleware:
     """Gives every request an id (echoed in `x-request-id`), logs one line per request, and counts the POSTs to
     `counted_path` (the prediction endpoint) in the request metrics."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, counted_path: str):
+    def __init__(self, app: ASGIApp, metrics: Metrics, counted_path: str,
+                 closing: Callable[[], bool] = lambda: False):
+        """`closing()`: true once the server is shutting down; answers then carry `Connection: close`, so that
+        keep-alive clients reconnect (elsewhere) rather than send a request as the server closes the connection."""
         self.app = app
         self.metrics = metrics
         self.counted_path = counted_path
+        self.closing = closing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -52,7 +57,10 @@ class RequestContextMiddleware:
             if message["type"] == "http.response.start":
                 response_started = True
                 status = message["status"]
-                MutableHeaders(scope=message)["x-request-id"] = request_id
+                headers = MutableHeaders(scope=message)
+                headers["x-request-id"] = request_id
+                if self.closing():
+                    headers["connection"] = "close"
             await send(message)
 
         try:

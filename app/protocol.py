@@ -30,6 +30,8 @@ log = logging.getLogger("app.protocol")
 
 MAX_URL_BYTES = 8 * 1024
 MAX_HEAD_BYTES = 32 * 1024
+# At shutdown, how long a connection that has not sent its request head yet gets to send it (see `shutdown`).
+FRESH_AT_SHUTDOWN_S = 2.0
 _REASONS = {408: b"Request Timeout", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
 
 
@@ -56,6 +58,21 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """uvicorn's graceful shutdown, except for a connection with no request yet: it may have been accepted just
+        before the listener closed, its request on the way, and closing it would cut that request off (the client
+        sees a reset). It gets FRESH_AT_SHUTDOWN_S for its head, and the request is then answered like any other
+        while draining (503, `Connection: close`). Idle keep-alive connections close at once, as before."""
+        if self.cycle is None:
+            self._arm(min(FRESH_AT_SHUTDOWN_S, self.read_timeout_s), self._no_request_at_shutdown)
+            return
+        super().shutdown()
+
+    def _no_request_at_shutdown(self) -> None:
+        self._timer = None
+        if self.cycle is None and not self.transport.is_closing():
+            self.transport.close()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)

@@ -214,6 +214,49 @@ def test_sigterm_under_load_answers_every_admitted_request_and_exits_0(start_ser
     assert "Traceback" not in server.log()
 
 
+async def _hammer(url: str, n: int, keep_alive: bool, outcomes: list) -> None:
+    """Posts reviews back to back, 503s or not, until the port is closed: what a client that ignores readiness
+    sees. New connection per request, or one kept alive (httpx reconnects when an answer says `Connection: close`)."""
+    limits = httpx.Limits(max_keepalive_connections=None if keep_alive else 0)
+    async with httpx.AsyncClient(base_url=url, timeout=30, limits=limits) as c:
+        for i in range(1_000_000):
+            try:
+                r = await c.post("/predict", json={"text": f"client {n}, review {i}: a fine cast, a thin plot"})
+            except httpx.ConnectError:
+                outcomes.append(("refused", keep_alive))  # the listener had closed: never admitted
+                return
+            except httpx.TransportError as exc:  # reset or cut short after the request was sent
+                outcomes.append((f"broken: {exc!r}", keep_alive))
+                return
+            outcomes.append((r.status_code, keep_alive))
+            if r.status_code == 503 and not r.headers.get("retry-after"):
+                outcomes.append(("503 without Retry-After", keep_alive))
+
+
+def test_sigterm_answers_every_connection_it_accepted_none_is_reset(start_server):
+    # Clients that keep posting through the drain (as a load balancer that is slow to notice would), on new and on
+    # kept-alive connections: each request gets an HTTP answer until the port closes, then a refused connection.
+    server = start_server(SENTIMENT_SHUTDOWN_DELAY_S="1", SENTIMENT_LOG_LEVEL="warning")
+    server.wait_ready()
+
+    async def scenario():
+        outcomes: list = []
+        clients = [asyncio.create_task(_hammer(server.url, n, n % 2 == 0, outcomes)) for n in range(16)]
+        while sum(1 for o in outcomes if o[0] == 200) < 50:  # load is flowing
+            await asyncio.sleep(0.05)
+        server.proc.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(asyncio.gather(*clients), 60)
+        return outcomes, await asyncio.to_thread(server.proc.wait, 60)
+
+    outcomes, code = asyncio.run(scenario())
+    broken = [o for o in outcomes if str(o[0]).startswith(("broken", "503 without"))]
+    assert not broken, broken
+    assert {o[0] for o in outcomes} <= {200, 503, "refused"}, {o[0] for o in outcomes}
+    assert sum(1 for o in outcomes if o[0] == 503) > 0  # the drain was under way while clients kept coming
+    assert sum(1 for o in outcomes if o[0] == "refused") == 16  # every client ended on a closed port
+    assert code == 0, server.log()
+
+
 # A real `python -m app` whose forward passes (after the warm-up) take a minute: the shutdown grace must cut it short.
 _STUCK_SERVER = """
 import runpy, sys, time
