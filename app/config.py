@@ -83,6 +83,10 @@ class Settings(BaseSettings):
     max_explain_words: int = Field(256, ge=1, le=4096, description="most words per text weighed by `explain` (each "
                                    "costs one forward-pass row); later words get no weight and the result says how "
                                    "many were explained")
+    max_explain_texts: int = Field(16, ge=1, le=4096, description="most texts in one request with `explain` (`413` "
+                                   "beyond it). Explain requests are also refused at once, by their estimated cost "
+                                   "against the measured speed, when they could not finish within "
+                                   "`SENTIMENT_REQUEST_TIMEOUT_S` (`413`) or not behind those already admitted (`429`)")
 
     @field_validator("device", "log_level", mode="before")
     @classmethod

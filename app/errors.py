@@ -32,6 +32,7 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     INVALID_REQUEST = "invalid_request"
     QUEUE_FULL = "queue_full"
+    EXPLAIN_TOO_LARGE = "explain_too_large"
     HEADERS_TOO_LARGE = "headers_too_large"
     INFERENCE_FAILED = "inference_failed"
     INTERNAL = "internal_error"
@@ -48,6 +49,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.READ_TIMEOUT: 408,
     ErrorCode.BODY_TOO_LARGE: 413,
+    ErrorCode.EXPLAIN_TOO_LARGE: 413,
     ErrorCode.URL_TOO_LONG: 414,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.INVALID_REQUEST: 422,
@@ -76,6 +78,13 @@ def from_failure(exc: Exception) -> ServiceError:
     if isinstance(exc, failures.QueueFull):
         return ServiceError(ErrorCode.QUEUE_FULL, f"the server is at capacity ({exc.queue_depth} texts waiting): "
                             f"retry after {exc.retry_after_s} s", {"Retry-After": str(exc.retry_after_s)})
+    if isinstance(exc, failures.ExplainBusy):
+        return ServiceError(ErrorCode.QUEUE_FULL, f"the explanations already admitted need about "
+                            f"{exc.waiting_s:.0f} s, too long for this one to finish in time: retry after "
+                            f"{exc.retry_after_s} s, or send it without explain",
+                            {"Retry-After": str(exc.retry_after_s)})
+    if isinstance(exc, failures.ExplainTooLarge):
+        return ServiceError(ErrorCode.EXPLAIN_TOO_LARGE, exc.message)
     if isinstance(exc, failures.Unavailable):
         if exc.reason == "starting":
             return ServiceError(ErrorCode.NOT_READY, "the model is still loading: retry in a few seconds",
@@ -163,5 +172,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, _handle_http_exception)
     app.add_exception_handler(RequestValidationError, _handle_validation_error)
     for failure in (failures.QueueFull, failures.Unavailable, failures.DeadlineExceeded, failures.InferenceError,
-                    failures.ExplainFailed):
+                    failures.ExplainFailed, failures.ExplainBusy, failures.ExplainTooLarge):
         app.add_exception_handler(failure, _handle_failure)

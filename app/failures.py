@@ -6,8 +6,10 @@ from __future__ import annotations
 from typing import Literal
 
 from app.batcher import InferenceError, QueueFull
+from app.explainer import ExplainBusy, ExplainTooLarge
 
-__all__ = ["ClientGone", "DeadlineExceeded", "ExplainFailed", "InferenceError", "QueueFull", "Unavailable"]
+__all__ = ["ClientGone", "DeadlineExceeded", "ExplainBusy", "ExplainFailed", "ExplainTooLarge", "InferenceError",
+           "QueueFull", "Unavailable"]
 
 
 class ClientGone(Exception):

@@ -35,8 +35,10 @@ class Metrics:
         self.dropped = Counter("sentiment_dropped_texts", "texts dropped before their forward pass because the "
                                "caller stopped waiting (client disconnected or deadline passed)", ["reason"],
                                registry=r)
-        self.rejected = Counter("sentiment_rejected_texts", "texts refused at admission (queue full or shutting "
-                                "down)", ["reason"], registry=r)
+        self.rejected = Counter("sentiment_rejected_texts", "texts refused at admission (queue full, shutting "
+                                "down, explanations that could not finish in time)", ["reason"], registry=r)
+        self.explain_backlog_seconds = Gauge("sentiment_explain_backlog_seconds", "estimated model time of the "
+                                             "explanations admitted and not yet answered", registry=r)
         self.explained = Counter("sentiment_explained_texts", "texts explained (?explain=true)", registry=r)
         self.explain_seconds = Histogram("sentiment_explain_seconds", "time to explain one text (its occlusion "
                                          "forward passes)", buckets=SECONDS_BUCKETS, registry=r)

@@ -160,6 +160,10 @@ class Limits(BaseModel):
     max_tokens: int | None = Field(description="Longest text in tokens; null: no limit (whole reviews are read).",
                                    examples=[None])
     request_timeout_s: float = Field(description="Deadline per request in seconds.", examples=[30.0])
+    max_explain_texts: int = Field(description="Most texts in one request with `explain`; such requests are also "
+                                   "refused at once (413, or 429 when others are ahead) when their explanations "
+                                   "could not finish within the deadline.", examples=[16])
+    max_explain_words: int = Field(description="Most words per text weighed by `explain`.", examples=[256])
 
 
 class ModelCard(BaseModel):

@@ -16,10 +16,11 @@ import model as sentiment_model
 from app import memory
 from app.batcher import Batcher, NotAdmitting, Outcome
 from app.config import Settings
+from app.explainer import ExplainBusy, ExplainLane, ExplainTooLarge, Ticket
 from app.failures import ClientGone, DeadlineExceeded, ExplainFailed, Unavailable
 from app.metrics import Metrics
 from app.torch_pool import torch_pool
-from model.explain import explain as explain_text
+from model.explain import Explanation
 
 log = logging.getLogger("app.service")
 
@@ -56,6 +57,7 @@ class Service:
         self.metrics = metrics
         self.model = model  # a loaded model.SentimentModel (or a stand-in with the same methods)
         self.batcher: Batcher | None = None
+        self.explainer: ExplainLane | None = None
         self._trimmer: asyncio.Task | None = None
         self.state: State = "starting"
         self._on_fatal = on_fatal
@@ -82,6 +84,14 @@ class Service:
                                max_queue_s=s.request_timeout_s / 2, workers=s.torch_workers)
         # One warm-up per worker thread, submitted together so that each thread of the pool runs one.
         await asyncio.gather(*(self.batcher.run_in_worker(self._warm_up) for _ in range(s.torch_workers)))
+        self.explainer = ExplainLane(self.model, self.batcher.run_in_worker, slots=max(1, s.torch_workers - 1),
+                                     max_words=s.max_explain_words, max_texts=s.max_explain_texts,
+                                     batch_tokens=s.max_batch_tokens, timeout_s=s.request_timeout_s)
+        try:
+            await self.explainer.calibrate(WARM_UP_TEXTS[1])
+        except Exception:  # noqa: BLE001 - a model that cannot explain still serves; admission then skips cost
+            log.warning("could not time an explanation at warm-up: explain requests are admitted without a cost "
+                        "estimate until one has run", exc_info=True)
         self.batcher.start()
         if s.malloc_trim_s and memory.trim_available():
             self._trimmer = asyncio.create_task(self._trim_memory(s.malloc_trim_s), name="sentiment-malloc-trim")
@@ -171,14 +181,36 @@ class Service:
         `app.failures`: QueueFull, Unavailable, DeadlineExceeded, InferenceError, ExplainFailed, ClientGone."""
         if not self.ready:
             raise self.refusal()
-        with self._tracking(explain):
-            done = await self._classify(texts, deadline, client_gone)
-            if explain:
-                # The probabilities stay those of the batched path; the explanation adds to them.
-                explanations = [await self._explain_one(text, client_gone, deadline) for text in texts]
-                for result, explanation in zip(done.results, explanations):
-                    result["explanation"] = explanation
-            return done
+        ticket = self._admit_explanations(texts, deadline) if explain else None
+        try:
+            with self._tracking(explain):
+                done = await self._classify(texts, deadline, client_gone)
+                if ticket is not None:
+                    # The probabilities stay those of the batched path; the explanation adds to them.
+                    explanations = await self._explain(texts, client_gone, deadline)
+                    for result, explanation in zip(done.results, explanations):
+                        result["explanation"] = explanation
+                return done
+        finally:
+            if ticket is not None:
+                ticket.release()
+                self._explain_backlog_changed()
+
+    def _admit_explanations(self, texts: list[str], deadline: float) -> Ticket:
+        try:
+            ticket = self.explainer.admit(texts, deadline)
+        except ExplainTooLarge:
+            self.metrics.rejected.labels("explain_too_large").inc(len(texts))
+            raise
+        except ExplainBusy:
+            self.metrics.rejected.labels("explain_busy").inc(len(texts))
+            raise
+        self._explain_backlog_changed()
+        return ticket
+
+    def _explain_backlog_changed(self) -> None:
+        speed = self.explainer.tokens_per_s
+        self.metrics.explain_backlog_seconds.set(self.explainer.backlog / speed if speed else 0.0)
 
     @contextlib.contextmanager
     def _tracking(self, explain: bool) -> Iterator[None]:
@@ -230,15 +262,16 @@ class Service:
 
     # -- explanations -----------------------------------------------------------------------------------------------
 
-    async def _explain_one(self, text: str, gone: asyncio.Future, deadline: float) -> dict[str, Any]:
-        """One job per text on the batcher's forward-pass thread: never on the event loop, never alongside a
-        forward pass, and batches that queue meanwhile run between two texts' explanations."""
-        work = asyncio.ensure_future(self.batcher.run_in_worker(self._explain_now, text))
+    async def _explain(self, texts: list[str], gone: asyncio.Future, deadline: float) -> list[dict[str, Any]]:
+        """The texts' explanations, on the explain lane (`app.explainer`): never on the event loop, never alongside
+        more than its share of the forward-pass workers, and plain batches run between two chunks."""
+        work = asyncio.ensure_future(self._explain_in_lane(texts))
         try:
             done, _ = await asyncio.wait({work, gone}, timeout=max(0.0, deadline - time.monotonic()),
                                          return_when=asyncio.FIRST_COMPLETED)
         finally:
-            # Not started yet: it never runs. Already running: it finishes on the worker and nobody reads it.
+            # Waiting for the lane: it never runs. Running: it stops after the chunk under way, which finishes on
+            # its worker and nobody reads it.
             work.cancel()
         if work in done:
             if work.cancelled():  # the worker was shut down before it ran (shutdown grace ran out)
@@ -257,12 +290,18 @@ class Service:
             raise ClientGone
         raise self._timeout()
 
-    def _explain_now(self, text: str) -> dict[str, Any]:
-        started = time.monotonic()
-        e = explain_text(self.model, text, max_words=self.settings.max_explain_words,
-                         batch_tokens=self.settings.max_batch_tokens)
-        self.metrics.explain_seconds.observe(time.monotonic() - started)
-        self.metrics.explained.inc()
+    async def _explain_in_lane(self, texts: list[str]) -> list[dict[str, Any]]:
+        async with self.explainer.slots:
+            out = []
+            for text in texts:
+                started = time.monotonic()
+                out.append(self._explanation(await self.explainer.explain(text)))
+                self.metrics.explain_seconds.observe(time.monotonic() - started)
+                self.metrics.explained.inc()
+            return out
+
+    @staticmethod
+    def _explanation(e: Explanation) -> dict[str, Any]:
         return {"method": "occlusion",
                 "words": [{"word": w.word, "start": w.start, "end": w.end, "weight": w.weight} for w in e.words],
                 "explained_words": e.explained_words, "total_words": e.total_words}

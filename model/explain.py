@@ -9,11 +9,12 @@ result says so).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
 
-from model.predictor import MAX_BATCH_TOKENS, Encoded, SentimentModel
+from model.predictor import MAX_BATCH_TOKENS, Encoded, SentimentModel, estimate_cost
 from model.tokenizer import UNK_ID
 
 
@@ -33,8 +34,39 @@ class Explanation:
     total_words: int
 
 
-def explain(model: SentimentModel, text: str, max_words: int = 512,
-            batch_tokens: int = MAX_BATCH_TOKENS) -> Explanation:
+@dataclass(frozen=True)
+class Occlusion:
+    """An explanation's work, planned: the text with each explained word removed in turn, as forward-pass chunks
+    of at most `batch_tokens` padded tokens. A server runs the chunks one by one, so other batches can run between
+    them; `cost` (padded tokens over all chunks) is what admission weighs."""
+
+    text: str
+    spans: list[tuple[int, int, list[int]]]  # the explained words: character span and token positions
+    total_words: int
+    chunks: list[list[Encoded]]  # row 0 of chunk 0 is the whole text
+
+    @property
+    def cost(self) -> int:
+        return sum(len(chunk) * max(e.cost for e in chunk) for chunk in self.chunks)
+
+    def result(self, logits: list[torch.Tensor]) -> Explanation:
+        """The explanation from each chunk's logits (`model.logits(chunk)`), in chunk order."""
+        probs = torch.sigmoid(torch.cat(logits)).tolist()
+        base = probs[0]
+        words = [WordWeight(self.text[s:e], s, e, base - p) for (s, e, _), p in zip(self.spans, probs[1:])]
+        return Explanation(base, words, len(self.spans), self.total_words)
+
+
+_WORDS = re.compile(r"\w+|[^\w\s]+")
+
+
+def explain_cost(text: str, max_words: int) -> int:
+    """About `Occlusion.cost` for `text`, without tokenising it (for admission on the event loop): one row of the
+    text's length per explained word, plus the whole text."""
+    return (min(len(_WORDS.findall(text)), max_words) + 1) * estimate_cost(text)
+
+
+def plan(model: SentimentModel, text: str, max_words: int = 512, batch_tokens: int = MAX_BATCH_TOKENS) -> Occlusion:
     encoding = model.tokenizer.encode(text, add_special_tokens=False)
     ids = list(encoding.ids)
     # Group sub-word tokens into the words the pre-tokenizer saw, keeping each word's character span.
@@ -52,11 +84,12 @@ def explain(model: SentimentModel, text: str, max_words: int = 512,
         drop = set(positions)
         kept = tuple(t for i, t in enumerate(ids) if i not in drop)
         rows.append(Encoded(kept or (UNK_ID,), len(kept)))
-    logits = []
+    # No row is longer than the whole text, so `step` rows stay within the token budget.
     step = max(1, batch_tokens // max(1, len(ids)))
-    for i in range(0, len(rows), step):
-        logits.append(model.logits(rows[i:i + step]))
-    probs = torch.sigmoid(torch.cat(logits)).tolist() if logits else []
-    base = probs[0]
-    words = [WordWeight(text[s:e], s, e, base - p) for (s, e, _), p in zip(explained, probs[1:])]
-    return Explanation(base, words, len(explained), len(spans))
+    return Occlusion(text, explained, len(spans), [rows[i:i + step] for i in range(0, len(rows), step)])
+
+
+def explain(model: SentimentModel, text: str, max_words: int = 512,
+            batch_tokens: int = MAX_BATCH_TOKENS) -> Explanation:
+    work = plan(model, text, max_words, batch_tokens)
+    return work.result([model.logits(chunk) for chunk in work.chunks])

@@ -184,6 +184,12 @@ class Recording:
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
+    def started(self) -> None:
+        """Forget the server's start-up (its warm-up times one explanation chunk) and hold explanations."""
+        self.explain_calls = 0
+        self.explaining.clear()
+        self.release.clear()
+
     def _enter(self) -> None:
         with self._lock:
             self._active += 1
@@ -218,19 +224,19 @@ class Recording:
             self._leave()
 
 
-def test_explanations_run_on_the_inference_thread_never_alongside_a_batch_nor_on_the_loop(make_settings,
-                                                                                         loaded_model, asgi):
+def test_with_one_worker_explanations_and_batches_take_turns_on_it_never_on_the_loop(make_settings, loaded_model,
+                                                                                      asgi):
     model = Recording(loaded_model)
-    model.release.clear()
-    app = create_app(make_settings(max_wait_ms=0), model=model)
+    app = create_app(make_settings(max_wait_ms=0, torch_workers=1), model=model)
 
     async def main():
         async with asgi(app) as c:
+            model.started()
             explaining = asyncio.create_task(c.post("/predict?explain=true", json={"texts": TEXTS[:3]}))
             await asyncio.to_thread(model.explaining.wait, 10)
             # While an explanation holds the inference thread (until released), the event loop still answers...
             live = await c.get("/health/live")
-            # ...and plain predictions queue and are answered between two texts' explanations.
+            # ...and plain predictions queue and are answered between two chunks of explanation.
             plain = [asyncio.create_task(c.post("/predict", json={"text": t})) for t in TEXTS]
             model.release.set()
             return await explaining, live, await asyncio.gather(*plain)
@@ -243,10 +249,35 @@ def test_explanations_run_on_the_inference_thread_never_alongside_a_batch_nor_on
     assert len(model.threads) == 1 and next(iter(model.threads)).startswith("sentiment-torch"), model.threads
 
 
+def test_with_two_workers_plain_requests_are_answered_while_an_explanation_holds_one(make_settings, loaded_model,
+                                                                                     asgi):
+    model = Recording(loaded_model)
+    app = create_app(make_settings(max_wait_ms=0, torch_workers=2), model=model)
+
+    async def main():
+        async with asgi(app) as c:
+            model.started()
+            first = asyncio.create_task(c.post("/predict?explain=true", json={"texts": TEXTS[:2]}))
+            await asyncio.to_thread(model.explaining.wait, 10)
+            second = asyncio.create_task(c.post("/predict", json={"text": TEXTS[2], "explain": True}))
+            # The explanation holds one worker; plain requests get the other, at once.
+            plain = await asyncio.gather(*(c.post("/predict", json={"text": t}) for t in TEXTS))
+            held_while_answered = not model.release.is_set()
+            calls_while_held = model.explain_calls  # the second explanation waits for the lane, not a worker
+            model.release.set()
+            return plain, held_while_answered, calls_while_held, await first, await second
+
+    plain, held_while_answered, calls_while_held, first, second = asyncio.run(main())
+    assert all(r.status_code == 200 for r in plain) and held_while_answered
+    assert calls_while_held == 1
+    assert first.status_code == 200 and second.status_code == 200, (first.text, second.text)
+    assert all(t.startswith("sentiment-torch") for t in model.threads), model.threads
+
+
 def test_explaining_stops_at_the_request_deadline(make_client, loaded_model):
     model = Recording(loaded_model)
-    model.release.clear()  # the first explanation holds the inference thread past the deadline
     with make_client(model=model, request_timeout_s=1.0) as c:
+        model.started()  # the first explanation holds the inference thread past the deadline
         r = c.post("/predict?explain=true", json={"texts": ["great film", "boring film", "fun film"]})
         # The answer comes at the deadline, while the first explanation is still held; the others never start.
         assert r.status_code == 504, r.text
@@ -268,6 +299,8 @@ def test_shutdown_waits_for_explanations_in_progress(make_settings, loaded_model
     async def main():
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t", timeout=30) as c:
             async with app.router.lifespan_context(app):
+                model.started()
+                model.release.set()
                 answer = asyncio.create_task(c.post("/predict?explain=true", json={"texts": TEXTS[:3]}))
                 await asyncio.to_thread(model.explaining.wait, 10)
             # The lifespan has ended: it drained, and only then stopped the inference thread.

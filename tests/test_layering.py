@@ -8,7 +8,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_the_service_and_batcher_import_no_web_framework():
-    code = ("import sys, app.service, app.batcher, app.failures; "
+    code = ("import sys, app.service, app.batcher, app.failures, app.explainer; "
             "print(sorted({n.split('.')[0] for n in sys.modules} & {'fastapi', 'starlette', 'uvicorn'}))")
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
@@ -22,7 +22,8 @@ def test_every_domain_error_has_an_answer():
     cases = {failures.QueueFull(3, 10): 429, failures.Unavailable("starting"): 503,
              failures.Unavailable("failed"): 503, failures.Unavailable("draining"): 503,
              failures.DeadlineExceeded(30.0, 2): 504, failures.InferenceError("abc"): 500,
-             failures.ExplainFailed("def"): 500}
+             failures.ExplainFailed("def"): 500, failures.ExplainBusy(4, 3.5): 429,
+             failures.ExplainTooLarge("send at most 2 of these texts per request"): 413}
     for exc, status in cases.items():
         error = from_failure(exc)
         assert STATUS[error.code] == status and error.message, exc

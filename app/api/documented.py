@@ -33,7 +33,9 @@ _ERRORS: dict[int, _Documented] = {
          "request head that is not complete in that time gets the same answer.)"), ErrorCode.READ_TIMEOUT,
         "the body did not arrive within 30 s (SENTIMENT_READ_TIMEOUT_S): send it at once"),
     413: _Documented(
-        "The body is larger than SENTIMENT_MAX_BODY_BYTES; refused before it is read whole.",
+        ("The body is larger than SENTIMENT_MAX_BODY_BYTES (refused before it is read whole), or, with `explain`, "
+         "the request has more than SENTIMENT_MAX_EXPLAIN_TEXTS texts or more explaining than could finish within "
+         "SENTIMENT_REQUEST_TIMEOUT_S (code `explain_too_large`; the message says how many texts would fit)."),
         ErrorCode.BODY_TOO_LARGE,
         ("the body is larger than the limit of 2097152 bytes (SENTIMENT_MAX_BODY_BYTES): send fewer or shorter "
          "texts per request")),
@@ -46,7 +48,8 @@ _ERRORS: dict[int, _Documented] = {
          "too long)."), ErrorCode.INVALID_REQUEST, "texts[1] is blank: send some words"),
     429: _Documented(
         ("The server is at capacity: retry after `Retry-After` seconds (computed from the current throughput and "
-         "queue depth)."), ErrorCode.QUEUE_FULL, "the server is at capacity (1024 texts waiting): retry after 2 s",
+         "queue depth). With `explain`, also when the explanations already admitted leave no time for this one."),
+        ErrorCode.QUEUE_FULL, "the server is at capacity (1024 texts waiting): retry after 2 s",
         _RETRY_AFTER),
     500: _Documented(
         "The model failed on this input; the message carries an error id that is in the server log.",

@@ -29,7 +29,8 @@ def create_router(settings: Settings) -> APIRouter:
                          "max_wait_ms": s.max_wait_ms, "max_queue": s.max_queue},
             "limits": {"max_text_chars": s.max_text_chars, "max_batch_texts": s.max_batch_texts,
                        "max_body_bytes": s.max_body_bytes, "max_tokens": None,
-                       "request_timeout_s": s.request_timeout_s},
+                       "request_timeout_s": s.request_timeout_s, "max_explain_texts": s.max_explain_texts,
+                       "max_explain_words": s.max_explain_words},
         }
 
     return router

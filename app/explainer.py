@@ -1,0 +1,149 @@
+"""Explanations on a lane of their own: admitted by what they cost, run beside plain traffic without starving it.
+
+An explanation costs one forward-pass row per word, so one request to explain 64 long reviews is more work than
+thousands of plain ones. Two rules keep that from hurting anyone:
+
+- **Admission by cost.** Each request's work is estimated from its texts (`model.explain.explain_cost`, no
+  tokenising on the event loop) and weighed against the lane's measured speed (padded tokens per second, a moving
+  average over the chunks it ran; seeded at warm-up). A request that could not finish within the request deadline
+  even on an idle lane is refused at once with `ExplainTooLarge`, which says how many of its texts would fit; one
+  that could, but not behind the explanations already admitted, gets `ExplainBusy` with the time to wait. So an
+  admitted explanation is one the lane expects to finish in time, rather than one that computes until its 504.
+- **Plain traffic first.** Explanations hold at most `slots` of the forward-pass workers (one fewer than there are,
+  and at least one), one request at a time per slot, and run as chunks of at most `max_batch_tokens` padded
+  tokens: a plain batch waits for at most one chunk, and with two or more workers one of them is always free
+  for plain batches.
+
+Knows nothing of HTTP: it raises the domain errors of `app.failures`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from model.explain import Explanation, Occlusion, explain_cost, plan
+
+# Admission aims to finish within this share of the time left: the speed is a moving average that load can lower
+# after admission, and the plain classification of the same texts runs first.
+HEADROOM = 0.6
+# The weight of the newest chunk in the moving average of the lane's speed.
+SMOOTHING = 0.2
+
+
+class ExplainTooLarge(Exception):
+    """The request could never be explained within the deadline, or asks for more texts than allowed."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class ExplainBusy(Exception):
+    """Explanations already admitted leave no time for this one before its deadline."""
+
+    def __init__(self, retry_after_s: int, waiting_s: float):
+        super().__init__(f"explanations already admitted need about {waiting_s:.0f} s")
+        self.retry_after_s = retry_after_s
+        self.waiting_s = waiting_s
+
+
+@dataclass
+class Ticket:
+    """An admitted request's place on the lane: its estimated cost, released when it is answered."""
+
+    cost: int
+    lane: ExplainLane
+    released: bool = False
+
+    def release(self) -> None:
+        if not self.released:
+            self.released = True
+            self.lane.backlog -= self.cost
+
+
+class ExplainLane:
+    def __init__(self, model, run_in_worker: Callable[..., Awaitable], *, slots: int, max_words: int,
+                 max_texts: int, batch_tokens: int, timeout_s: float):
+        self.model = model
+        self._run = run_in_worker
+        self.slots = asyncio.Semaphore(slots)  # held by a request while its texts are explained
+        self.slot_count = slots
+        self.max_words = max_words
+        self.max_texts = max_texts
+        self.batch_tokens = batch_tokens
+        self.timeout_s = timeout_s
+        self.tokens_per_s: float | None = None  # estimated tokens (explain_cost) per second; None until measured
+        self.backlog = 0  # estimated cost of the explanations admitted and not yet answered
+
+    # -- admission ------------------------------------------------------------------------------------------------
+
+    def admit(self, texts: list[str], deadline: float) -> Ticket:
+        """A ticket for explaining `texts` by `deadline` (time.monotonic()), or ExplainTooLarge / ExplainBusy."""
+        if len(texts) > self.max_texts:
+            raise ExplainTooLarge(f"explain takes at most {self.max_texts} texts per request "
+                                  f"(SENTIMENT_MAX_EXPLAIN_TEXTS); this one has {len(texts)}: send the others in "
+                                  f"further requests, or without explain")
+        costs = [explain_cost(t, self.max_words) for t in texts]
+        cost = sum(costs)
+        if self.tokens_per_s:
+            speed = self.tokens_per_s * self.slot_count
+            alone_s = cost / speed
+            if alone_s > HEADROOM * self.timeout_s:
+                raise ExplainTooLarge(self._too_large(costs, speed, alone_s))
+            waiting_s = self.backlog / speed
+            if waiting_s + alone_s > HEADROOM * max(0.0, deadline - time.monotonic()):
+                raise ExplainBusy(max(1, min(60, math.ceil(waiting_s))), waiting_s)
+        self.backlog += cost
+        return Ticket(cost, self)
+
+    def _too_large(self, costs: list[int], speed: float, alone_s: float) -> str:
+        budget, fit, total = HEADROOM * self.timeout_s * speed, 0, 0
+        for c in costs:
+            if total + c > budget:
+                break
+            total, fit = total + c, fit + 1
+        instead = (f"send at most {fit} of these texts per request" if fit else "send a shorter text")
+        return (f"explaining {'this text' if len(costs) == 1 else f'these {len(costs)} texts'} takes about "
+                f"{alone_s:.0f} s of model time at the current speed, more than the "
+                f"SENTIMENT_REQUEST_TIMEOUT_S={self.timeout_s:g} s deadline allows: {instead}, fewer words "
+                f"(SENTIMENT_MAX_EXPLAIN_WORDS={self.max_words} are weighed per text), or leave out explain")
+
+    # -- running --------------------------------------------------------------------------------------------------
+
+    async def explain(self, text: str) -> Explanation:
+        """Plan and run one text's occlusion on the workers, chunk by chunk (plain batches queued meanwhile run
+        between two chunks). The caller holds a slot (`async with lane.slots`). Cancelling it stops the work after
+        the chunk under way, which finishes on its worker unread."""
+        work = await self._run(plan, self.model, text, self.max_words, self.batch_tokens)
+        logits = []
+        for chunk in work.chunks:
+            started = time.monotonic()
+            logits.append(await self._run(self.model.logits, chunk))
+            self._measured(text, work, chunk, time.monotonic() - started)
+        return work.result(logits)
+
+    async def calibrate(self, text: str) -> None:
+        """Seed the speed with the first chunk of `text` (a full one, for a long text): admission by cost needs
+        a speed before the first request comes."""
+        work = await self._run(plan, self.model, text, self.max_words, self.batch_tokens)
+        chunk = work.chunks[0]
+        started = time.monotonic()
+        await self._run(self.model.logits, chunk)
+        self.tokens_per_s = None
+        self._measured(text, work, chunk, time.monotonic() - started)
+
+    def _measured(self, text: str, work: Occlusion, chunk: list, seconds: float) -> None:
+        """One chunk's speed, counted in the units admission estimates in (`explain_cost`, the chunk's share of
+        the text's estimate), so that a tokenizer that cuts more or fewer tokens per character than the estimate
+        assumes does not skew admission. The time includes any wait for a worker: it is the lane's speed under
+        the current load."""
+        if seconds <= 0:
+            return
+        share = len(chunk) * max(e.cost for e in chunk) / work.cost
+        speed = explain_cost(text, self.max_words) * share / seconds
+        self.tokens_per_s = speed if self.tokens_per_s is None else (
+            (1 - SMOOTHING) * self.tokens_per_s + SMOOTHING * speed)

@@ -1,0 +1,145 @@
+"""Explain flood: clients asking for explanations of many long reviews while another sends one plain review at a
+time. What must hold (docs/reliability.md): explain requests are answered (200) or refused at once (413 when they
+could never finish in time, 429 with Retry-After when others are ahead), never left to run into a 504; plain
+requests stay fast.
+
+    python -m bench.explain_flood --data ../shared/data/aclImdb_v1.tar.gz
+
+Two phases against one real server (default settings, jemalloc preloaded like `make serve`), each with the plain
+client running beside it:
+- **as filed**: 8 clients, each sending 3 requests of 64 long reviews with `explain=true`, one after another;
+- **admissible**: 8 clients sending requests of 4 long reviews with `explain=true`, back to back, for 20 s.
+Then the plain client alone, as the baseline. Writes JSON to bench/results/explain-flood.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+PLAIN_TARGETS = {"p50_ms": 20.0, "p99_ms": 250.0}
+
+
+async def plain_client(url: str, texts: list[str], stop: asyncio.Event, out: list[tuple[int, float]]) -> None:
+    """One plain review at a time, back to back, until `stop`: (status, seconds) per request."""
+    async with httpx.AsyncClient(base_url=url, timeout=60) as c:
+        i = 0
+        while not stop.is_set():
+            started = time.perf_counter()
+            r = await c.post("/predict", json={"text": texts[i % len(texts)]})
+            out.append((r.status_code, time.perf_counter() - started))
+            i += 1
+
+
+async def explain_client(url: str, texts: list[str], per_request: int, requests: int | None, until: float | None,
+                         out: list[dict]) -> None:
+    """Explain requests of `per_request` texts, one after another: `requests` of them, or until `until`."""
+    async with httpx.AsyncClient(base_url=url, timeout=120) as c:
+        n = 0
+        while (requests is None or n < requests) and (until is None or time.monotonic() < until):
+            body = {"texts": [texts[(n * per_request + k) % len(texts)] for k in range(per_request)]}
+            started = time.perf_counter()
+            r = await c.post("/predict?explain=true", json=body)
+            out.append({"status": r.status_code, "seconds": time.perf_counter() - started,
+                        "retry_after": r.headers.get("retry-after"),
+                        "code": r.json().get("error", {}).get("code") if r.status_code != 200 else None})
+            n += 1
+
+
+def summary(plain: list[tuple[int, float]], explained: list[dict]) -> dict:
+    times = sorted(s for _, s in plain)
+    statuses: dict[str, int] = {}
+    for e in explained:
+        statuses[str(e["status"])] = statuses.get(str(e["status"]), 0) + 1
+    refused = [e["seconds"] for e in explained if e["status"] in (413, 429)]
+    return {
+        "plain": {"requests": len(plain), "non_200": sum(1 for s, _ in plain if s != 200),
+                  "p50_ms": 1000 * statistics.median(times) if times else None,
+                  "p99_ms": 1000 * times[min(len(times) - 1, int(0.99 * len(times)))] if times else None},
+        "explain": {"requests": len(explained), "statuses": statuses,
+                    "slowest_refusal_s": max(refused, default=None),
+                    "429_without_retry_after": sum(1 for e in explained if e["status"] == 429 and not e["retry_after"]),
+                    "slowest_200_s": max((e["seconds"] for e in explained if e["status"] == 200), default=None)},
+    }
+
+
+async def flood(url: str, texts: list[str], plain_texts: list[str], *, clients: int, per_request: int,
+                requests: int | None = None, seconds: float | None = None) -> dict:
+    """One phase: `clients` clients explaining `texts` (each `requests` requests, or for `seconds`) and the plain
+    client sending `plain_texts`."""
+    stop, plain, explained = asyncio.Event(), [], []
+    plain_task = asyncio.create_task(plain_client(url, plain_texts, stop, plain))
+    until = time.monotonic() + seconds if seconds else None
+    await asyncio.gather(*(explain_client(url, texts, per_request, requests, until, explained)
+                           for _ in range(clients)))
+    stop.set()
+    await plain_task
+    return summary(plain, explained)
+
+
+async def baseline(url: str, texts: list[str], seconds: float) -> dict:
+    stop, plain = asyncio.Event(), []
+    task = asyncio.create_task(plain_client(url, texts, stop, plain))
+    await asyncio.sleep(seconds)
+    stop.set()
+    await task
+    return summary(plain, [])
+
+
+def checks(phase: dict) -> dict[str, tuple[bool, str]]:
+    p, e = phase["plain"], phase["explain"]
+    statuses = set(e["statuses"])
+    return {
+        "explain answers are 200, 413 or 429 (no 504)": (statuses <= {"200", "413", "429"}, str(e["statuses"])),
+        "every 429 has Retry-After": (e["429_without_retry_after"] == 0, str(e["429_without_retry_after"])),
+        "refusals come at once (< 1 s)": ((e["slowest_refusal_s"] or 0) < 1.0, f"{e['slowest_refusal_s']}"),
+        "plain requests all 200": (p["non_200"] == 0, f"{p['non_200']} of {p['requests']}"),
+        f"plain p50 <= {PLAIN_TARGETS['p50_ms']:g} ms": (p["p50_ms"] <= PLAIN_TARGETS["p50_ms"], f"{p['p50_ms']:.1f}"),
+        f"plain p99 <= {PLAIN_TARGETS['p99_ms']:g} ms": (p["p99_ms"] <= PLAIN_TARGETS["p99_ms"], f"{p['p99_ms']:.1f}"),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    from bench.harness import report, start_service, test_reviews
+
+    p = argparse.ArgumentParser(prog="python -m bench.explain_flood", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", required=True, help="aclImdb_v1.tar.gz or its folder (long test reviews are the texts)")
+    p.add_argument("--clients", type=int, default=8)
+    p.add_argument("--seconds", type=float, default=20, help="length of the admissible phase")
+    p.add_argument("--out", default="bench/results/explain-flood.json")
+    a = p.parse_args(argv)
+    reviews = test_reviews(a.data, 4000, seed=0)
+    long_reviews = sorted(reviews, key=len)[-400:]  # the longest tenth: explanations cost most there
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    server = start_service(out.with_suffix(".log"))
+    url = f"http://127.0.0.1:{server.port}"
+    results: dict = {}
+    try:
+        results["baseline"] = asyncio.run(baseline(url, reviews, 10))
+        print("plain alone:", results["baseline"]["plain"], flush=True)
+        results["as_filed"] = asyncio.run(flood(url, long_reviews, reviews, clients=a.clients, per_request=64,
+                                                requests=3))
+        print("as filed:", results["as_filed"], flush=True)
+        results["admissible"] = asyncio.run(flood(url, long_reviews, reviews, clients=a.clients, per_request=4,
+                                                  seconds=a.seconds))
+        print("admissible:", results["admissible"], flush=True)
+    finally:
+        results["exit_code"] = server.stop()
+    out.write_text(json.dumps(results, indent=2) + "\n")
+    ok = all([report({f"as filed: {k}": v for k, v in checks(results["as_filed"]).items()}),
+              report({f"admissible: {k}": v for k, v in checks(results["admissible"]).items()})])
+    print(f"{'PASS' if ok else 'FAIL'}; results in {out}")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

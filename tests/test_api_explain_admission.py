@@ -1,0 +1,101 @@
+"""Explain requests admitted by cost (app/explainer.py): refused at once when they could never finish in time
+(413) or not behind the explanations already admitted (429), the most texts per request, and the limits in
+GET /model and the OpenAPI page. The lane's speed is set by hand here, so the verdicts do not depend on how fast
+this machine is; tests/test_explain_flood.py floods a real server with its measured speed."""
+
+from __future__ import annotations
+
+import asyncio
+
+from test_api_explain import TEXTS, Recording
+
+from app.main import create_app
+from model.explain import explain_cost
+
+LONG = " ".join(["the plot was dull but the actors were brilliant and the music was excellent"] * 40)
+
+
+def service_of(client):
+    return client.app.state.service
+
+
+def test_a_request_that_could_never_finish_in_time_is_refused_at_once_with_what_would_fit(make_client,
+                                                                                            loaded_model):
+    model = Recording(loaded_model)
+    with make_client(model=model, request_timeout_s=10.0, max_explain_texts=8) as c:
+        model.started()
+        model.release.set()
+        lane = service_of(c).explainer
+        per_text = explain_cost(LONG, lane.max_words)
+        lane.tokens_per_s = per_text / 2.5  # 2.5 s of model time per text: 2 fit in 0.6 x 10 s, 3 do not
+        r = c.post("/predict?explain=true", json={"texts": [LONG] * 4})
+        assert r.status_code == 413, r.text
+        error = r.json()["error"]
+        assert error["code"] == "explain_too_large"
+        assert "send at most 2 of these texts per request" in error["message"], error["message"]
+        assert "SENTIMENT_REQUEST_TIMEOUT_S=10" in error["message"]
+        assert model.explain_calls == 0  # refused before any work
+        assert "Retry-After" not in r.headers  # waiting would not help
+        # What fits is admitted and answered; the plain request with the same texts is not affected.
+        assert c.post("/predict?explain=true", json={"texts": [LONG] * 2}).status_code == 200
+        assert c.post("/predict", json={"texts": [LONG] * 4}).status_code == 200
+        metrics = c.get("/metrics").text
+        assert 'sentiment_rejected_texts_total{reason="explain_too_large"} 4.0' in metrics
+
+
+def test_a_single_text_too_long_to_explain_in_time_is_told_to_be_shorter(make_client):
+    with make_client(request_timeout_s=10.0) as c:
+        lane = service_of(c).explainer
+        lane.tokens_per_s = explain_cost(LONG, lane.max_words) / 60.0
+        r = c.post("/predict", json={"text": LONG, "explain": True})
+        assert r.status_code == 413, r.text
+        assert "send a shorter text" in r.json()["error"]["message"]
+
+
+def test_more_texts_than_max_explain_texts_is_413_and_says_the_setting(make_client):
+    with make_client(max_explain_texts=3) as c:
+        r = c.post("/predict?explain=true", json={"texts": TEXTS})
+        assert r.status_code == 413, r.text
+        message = r.json()["error"]["message"]
+        assert "at most 3 texts" in message and "SENTIMENT_MAX_EXPLAIN_TEXTS" in message
+        assert c.post("/predict?explain=true", json={"texts": TEXTS[:3]}).status_code == 200
+
+
+def test_a_request_that_would_wait_past_its_deadline_behind_others_gets_429_with_retry_after(make_settings,
+                                                                                            loaded_model, asgi):
+    model = Recording(loaded_model)
+    app = create_app(make_settings(request_timeout_s=10.0, torch_workers=2), model=model)
+
+    async def main():
+        async with asgi(app) as c:
+            model.started()
+            lane = app.state.service.explainer
+            # 5 s of model time per text: one fits in 0.6 x 10 s, two do not
+            lane.tokens_per_s = explain_cost(LONG, lane.max_words) / 5.0
+            first = asyncio.create_task(c.post("/predict?explain=true", json={"text": LONG}))
+            await asyncio.to_thread(model.explaining.wait, 10)
+            lane.tokens_per_s = explain_cost(LONG, lane.max_words) / 5.0  # (the first chunk's timing moved it)
+            second = await c.post("/predict?explain=true", json={"text": LONG})
+            plain = await c.post("/predict", json={"text": LONG})
+            backlog = (await c.get("/metrics")).text
+            model.release.set()
+            return await first, second, plain, backlog
+
+    first, second, plain, backlog = asyncio.run(main())
+    assert second.status_code == 429, second.text
+    assert second.json()["error"]["code"] == "queue_full"
+    assert "without explain" in second.json()["error"]["message"]
+    assert 1 <= int(second.headers["retry-after"]) <= 60
+    assert plain.status_code == 200  # plain traffic is not held behind explanations
+    assert first.status_code == 200, first.text
+    assert "sentiment_explain_backlog_seconds 5.0" in backlog, backlog
+
+
+def test_the_explain_limits_are_in_get_model_and_the_openapi_page(make_client):
+    with make_client(max_explain_texts=5, max_explain_words=100) as c:
+        limits = c.get("/model").json()["limits"]
+        assert limits["max_explain_texts"] == 5 and limits["max_explain_words"] == 100
+        schema = c.get("/openapi.json").json()
+        responses = schema["paths"]["/predict"]["post"]["responses"]
+        assert "SENTIMENT_MAX_EXPLAIN_TEXTS" in responses["413"]["description"]
+        assert "max_explain_texts" in schema["components"]["schemas"]["Limits"]["properties"]
