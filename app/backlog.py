@@ -31,7 +31,7 @@ ANSWER = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r
 class BacklogRefuser:
     def __init__(self, listener: socket.socket):
         # A second descriptor of the same listening socket: it stays open when the server closes its own.
-        self._sock = socket.socket(fileno=listener.dup())
+        self._sock = listener.dup()
         self._sock.setblocking(False)
         self._answering: set[asyncio.Task] = set()
         self.refused = 0

@@ -113,7 +113,7 @@ class BodyLimitMiddleware:
             return
         declared = Headers(scope=scope).get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_bytes:
-            await self._refuse(scope, receive, send, self._too_large())
+            await error_answer(self._too_large(), scope)(scope, receive, send)
             return
         received = 0
         body_done = False
