@@ -19,14 +19,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-from bench.harness import start_service
+from bench.harness import ROOT, start_service
 
 KEY = "fuzz-key-0123456789abcdef"
 
 
 def run_st(url: str, a: argparse.Namespace, report: Path, headers: list[str]) -> dict:
     st = Path(sys.executable).with_name("st")
-    cmd = [str(st), "run", f"{url}/openapi.json", "--checks", "all", "--max-examples", str(a.max_examples),
+    cmd = [str(st), "--config-file", str(ROOT / "schemathesis.toml"), "run", f"{url}/openapi.json", "--checks", "all",
+           "--max-examples", str(a.max_examples),
            "--workers", str(a.workers), "--request-timeout", "30", "--no-color", "--report", "json",
            "--report-json-path", str(report), *[arg for h in headers for arg in ("-H", h)]]
     if a.seed != "random":

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 
@@ -19,7 +20,8 @@ SEED = os.environ.get("SCHEMATHESIS_SEED", "20261126")
 
 def test_schemathesis_finds_no_failure(live_server, tmp_path: Path):
     st = Path(sys.executable).with_name("st")
-    args = [str(st), "run", f"{live_server.url}/openapi.json", "--checks", "all", "--max-examples",
+    args = [str(st), "--config-file", str(ROOT / "schemathesis.toml"), "run", f"{live_server.url}/openapi.json",
+            "--checks", "all", "--max-examples",
             str(MAX_EXAMPLES), "--workers", "2", "--request-timeout", "30", "--no-color",
             "--report", "junit", "--report-dir", str(tmp_path)]
     if SEED != "random":
