@@ -16,22 +16,23 @@ from pathlib import Path
 
 from model.artifact import DEFAULT_ARTIFACT
 
-# Written from the probe failures of 3.0.0 (model/probes.json, scored by `model.evaluate`); the tables above it are
+# Written from the probe failures of 3.1.0 (model/probes.json, scored by `model.evaluate`); the tables above it are
 # regenerated from the artifact's report each time the card is written.
 FAILURE_NOTES = """\
-- **Intensity is not monotone.** Stronger wording does not reliably move the score further: "Hilarious from start
-  to finish" scored below "Funny in places", and "the worst thing I have ever seen" less negative than "bad".
-  Probabilities say how sure the model is of the label, not how strong the opinion is. (2.0.0 passed more of
-  these probes: 0.85 against 0.70.)
+- **Intensity is only partly ordered.** Graded training sentences (3.1.0) lifted these probes from 0.70 to 0.75,
+  but stronger wording still does not reliably move the score further: "Hilarious from start to finish" scores
+  below "Funny in places", "the worst thing I have ever seen" less negative than "bad". Probabilities say how sure
+  the model is of the label, not how strong the opinion is.
 - **Idioms without sentiment words** are read only as far as IMDB reviews use them: "I couldn't take my eyes off
-  the screen" and "It had me laughing out loud" score negative, "I kept checking my watch" positive. The n-gram
-  model alone gets more of them right (0.92 against 0.64 for the LSTM alone).
+  the screen", "It had me laughing out loud" and "Two hours flew by" score below 0.5, "I kept checking my watch"
+  above. The n-gram model alone gets more of them right (0.92 against 0.68 for the LSTM alone).
 - **Negation** is mostly learned (synthetic negation sentences in training; 2.0.0 read "not bad" as negative), but
-  phrases it did not see as negations still fail: "I have no complaints", "does not disappoint", "doesn't drag".
-- **Contrast** follows "but"/"although", not every concessive form: "Despite a weak script, …" and "Great premise,
-  terrible execution" (no conjunction) can go either way.
+  phrases it did not see as negations still fail: "I have no complaints", "does not disappoint", "doesn't drag",
+  "not the disaster the critics claimed".
+- **Contrast** follows "but"/"although" when the second clause carries a sentiment word; when it does not ("but it
+  won me over", "but I'm glad I stayed") the first clause can win.
 - **Very short texts** are far from the training data (reviews of hundreds of words): ratings spelt out ("Ten out
-  of ten", "Five stars") and two-word reviews can get a confident score either way.
+  of ten", "Five stars") and "So much fun" score below 0.5.
 - **Other domains and languages**: trained only on English movie reviews; accuracy and calibration elsewhere are
   unmeasured. Sarcasm is not modelled. Mixed reviews get one score for the whole text; `explain: true` shows which
   words pulled each way."""
