@@ -6,8 +6,9 @@ thousands of plain ones. Two rules keep that from hurting anyone:
 - **Admission by cost.** Each request's work is estimated from its texts (`model.explain.explain_cost`, no
   tokenising on the event loop) and weighed against the lane's measured speed (padded tokens per second, a moving
   average over the chunks it ran; seeded at warm-up). A request that could not finish within the request deadline
-  even on an idle lane is refused at once with `ExplainTooLarge`, which says how many of its texts would fit; one
-  that could, but not behind the explanations already admitted, gets `ExplainBusy` with the time to wait. So an
+  even at the lane's best speed is refused at once with `ExplainTooLarge`, which says how many of its texts would
+  fit; one that could, but not behind the explanations already admitted, gets `ExplainBusy` with the time to wait
+  (at the current speed, which load lowers). So an
   admitted explanation is one the lane expects to finish in time, rather than one that computes until its 504.
 - **Plain traffic first.** Explanations hold at most `slots` of the forward-pass workers (one fewer than there are,
   and at least one), one request at a time per slot, and run as chunks of at most `max_batch_tokens` padded
@@ -77,6 +78,9 @@ class ExplainLane:
         self.batch_tokens = batch_tokens
         self.timeout_s = timeout_s
         self.tokens_per_s: float | None = None  # estimated tokens (explain_cost) per second; None until measured
+        # The fastest the lane has gone: whether a request could *ever* fit is judged on it, not on a speed that
+        # a passing flood has lowered (that is what 429 and Retry-After are for).
+        self.peak_tokens_per_s: float | None = None
         self.backlog = 0  # estimated cost of the explanations admitted and not yet answered
 
     # -- admission ------------------------------------------------------------------------------------------------
@@ -90,10 +94,11 @@ class ExplainLane:
         costs = [explain_cost(t, self.max_words) for t in texts]
         cost = sum(costs)
         if self.tokens_per_s:
+            best = self.peak_tokens_per_s * self.slot_count
+            if cost / best > HEADROOM * self.timeout_s:
+                raise ExplainTooLarge(self._too_large(costs, best, cost / best))
             speed = self.tokens_per_s * self.slot_count
             alone_s = cost / speed
-            if alone_s > HEADROOM * self.timeout_s:
-                raise ExplainTooLarge(self._too_large(costs, speed, alone_s))
             waiting_s = self.backlog / speed
             if waiting_s + alone_s > HEADROOM * max(0.0, deadline - time.monotonic()):
                 raise ExplainBusy(max(1, min(60, math.ceil(waiting_s))), waiting_s)
@@ -133,7 +138,7 @@ class ExplainLane:
         chunk = work.chunks[0]
         started = time.monotonic()
         await self._run(self.model.logits, chunk)
-        self.tokens_per_s = None
+        self.tokens_per_s = self.peak_tokens_per_s = None
         self._measured(text, work, chunk, time.monotonic() - started)
 
     def _measured(self, text: str, work: Occlusion, chunk: list, seconds: float) -> None:
@@ -147,3 +152,4 @@ class ExplainLane:
         speed = explain_cost(text, self.max_words) * share / seconds
         self.tokens_per_s = speed if self.tokens_per_s is None else (
             (1 - SMOOTHING) * self.tokens_per_s + SMOOTHING * speed)
+        self.peak_tokens_per_s = max(self.peak_tokens_per_s or 0.0, self.tokens_per_s)

@@ -45,7 +45,7 @@ def measure_layouts(model, texts: list[str], batch_sizes: list[int], pairs: list
         model.predict_proba(texts[:64])  # warm-up
         for bs in batch_sizes:
             sample = shards if bs > 1 else [shard[: max(50, len(shard) // 4)] for shard in shards]
-            workers = [threading.Thread(target=model.predict_proba, args=(shard, bs)) for shard in sample]
+            workers = [threading.Thread(target=_caller, args=(model, shard, bs, threads)) for shard in sample]
             started = time.perf_counter()
             for w in workers:
                 w.start()
@@ -59,6 +59,16 @@ def measure_layouts(model, texts: list[str], batch_sizes: list[int], pairs: list
             print(f"  in-process {callers} caller(s) x {threads} thread(s), batch {bs:4d}: "
                   f"{rows[-1]['reviews_per_s']:8.1f} reviews/s", file=sys.stderr, flush=True)
     return rows
+
+
+def _caller(model, texts: list[str], batch_size: int, threads: int) -> None:
+    import torch
+
+    # Each thread has its own OpenMP thread count (a new thread starts at one per core, not at what the main thread
+    # set), as on the server's torch pool (app/torch_pool.py): without this, two callers ran two threads each on two
+    # cores and the single-caller layouts ran at less than half their speed.
+    torch.set_num_threads(threads)
+    model.predict_proba(texts, batch_size)
 
 
 def measure(artifact: str, data: str, reviews: int, batch_sizes: list[int], pairs: list[tuple[int, int]]) -> dict:

@@ -27,7 +27,7 @@ def test_a_request_that_could_never_finish_in_time_is_refused_at_once_with_what_
         model.release.set()
         lane = service_of(c).explainer
         per_text = explain_cost(LONG, lane.max_words)
-        lane.tokens_per_s = per_text / 2.5  # 2.5 s of model time per text: 2 fit in 0.6 x 10 s, 3 do not
+        lane.tokens_per_s = lane.peak_tokens_per_s = per_text / 2.5  # 2.5 s a text: 2 fit in 0.6 x 10 s, 3 do not
         r = c.post("/predict?explain=true", json={"texts": [LONG] * 4})
         assert r.status_code == 413, r.text
         error = r.json()["error"]
@@ -46,7 +46,7 @@ def test_a_request_that_could_never_finish_in_time_is_refused_at_once_with_what_
 def test_a_single_text_too_long_to_explain_in_time_is_told_to_be_shorter(make_client):
     with make_client(request_timeout_s=10.0) as c:
         lane = service_of(c).explainer
-        lane.tokens_per_s = explain_cost(LONG, lane.max_words) / 60.0
+        lane.tokens_per_s = lane.peak_tokens_per_s = explain_cost(LONG, lane.max_words) / 60.0
         r = c.post("/predict", json={"text": LONG, "explain": True})
         assert r.status_code == 413, r.text
         assert "send a shorter text" in r.json()["error"]["message"]
@@ -71,10 +71,10 @@ def test_a_request_that_would_wait_past_its_deadline_behind_others_gets_429_with
             model.started()
             lane = app.state.service.explainer
             # 5 s of model time per text: one fits in 0.6 x 10 s, two do not
-            lane.tokens_per_s = explain_cost(LONG, lane.max_words) / 5.0
+            lane.tokens_per_s = lane.peak_tokens_per_s = explain_cost(LONG, lane.max_words) / 5.0
             first = asyncio.create_task(c.post("/predict?explain=true", json={"text": LONG}))
             await asyncio.to_thread(model.explaining.wait, 10)
-            lane.tokens_per_s = explain_cost(LONG, lane.max_words) / 5.0  # (the first chunk's timing moved it)
+            lane.tokens_per_s = lane.peak_tokens_per_s = explain_cost(LONG, lane.max_words) / 5.0  # (moved by a chunk)
             second = await c.post("/predict?explain=true", json={"text": LONG})
             plain = await c.post("/predict", json={"text": LONG})
             backlog = (await c.get("/metrics")).text
