@@ -12,20 +12,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import socket
 
-from app.errors import ErrorCode, error_body
+from app.errors import from_failure
+from app.failures import Unavailable
+from app.protocol import raw_error
 
 # Seconds between two sweeps of the backlog while the server finishes its responses, and the most a refused client
 # may take to send its request and read the answer.
 SWEEP_S = 0.005
 CLIENT_S = 2.0
 
-_BODY = json.dumps(error_body(ErrorCode.SHUTTING_DOWN, "the server is shutting down: send the request again (to "
-                                                       "another instance)", None)).encode()
-ANSWER = (b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n"
-          b"connection: close\r\ncontent-length: " + str(len(_BODY)).encode() + b"\r\n\r\n" + _BODY)
+# The answer the app gives while draining, written on the socket by hand.
+_DRAINING = from_failure(Unavailable("draining"))
+ANSWER = raw_error(_DRAINING.code, _DRAINING.message,
+                   [(name.lower().encode(), value.encode()) for name, value in _DRAINING.headers.items()])
 
 
 class BacklogRefuser:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
-from model.explain import Explanation, Occlusion, explain_cost, plan
+from model.explain import Explanation, Occlusion, chunk_cost, explain_cost, plan
 
 # Admission aims to finish within this share of the time left: the speed is a moving average that load can lower
 # after admission, and the plain classification of the same texts runs first.
@@ -113,7 +113,7 @@ class ExplainLane:
             total, fit = total + c, fit + 1
         instead = (f"send at most {fit} of these texts per request" if fit else "send a shorter text")
         return (f"explaining {'this text' if len(costs) == 1 else f'these {len(costs)} texts'} takes about "
-                f"{alone_s:.0f} s of model time at the current speed, more than the "
+                f"{alone_s:.0f} s of model time even at the fastest speed measured, more than the "
                 f"SENTIMENT_REQUEST_TIMEOUT_S={self.timeout_s:g} s deadline allows: {instead}, fewer words "
                 f"(SENTIMENT_MAX_EXPLAIN_WORDS={self.max_words} are weighed per text), or leave out explain")
 
@@ -123,33 +123,35 @@ class ExplainLane:
         """Plan and run one text's occlusion on the workers, chunk by chunk (plain batches queued meanwhile run
         between two chunks). The caller holds a slot (`async with lane.slots`). Cancelling it stops the work after
         the chunk under way, which finishes on its worker unread."""
-        work = await self._run(plan, self.model, text, self.max_words, self.batch_tokens)
-        logits = []
-        for chunk in work.chunks:
-            started = time.monotonic()
-            logits.append(await self._run(self.model.logits, chunk))
-            self._measured(text, work, chunk, time.monotonic() - started)
-        return work.result(logits)
+        work, per_token = await self._plan(text)
+        return work.result([await self._timed(chunk, per_token) for chunk in work.chunks])
 
     async def calibrate(self, text: str) -> None:
         """Seed the speed with the first chunk of `text` (a full one, for a long text): admission by cost needs
         a speed before the first request comes."""
-        work = await self._run(plan, self.model, text, self.max_words, self.batch_tokens)
-        chunk = work.chunks[0]
-        started = time.monotonic()
-        await self._run(self.model.logits, chunk)
         self.tokens_per_s = self.peak_tokens_per_s = None
-        self._measured(text, work, chunk, time.monotonic() - started)
+        work, per_token = await self._plan(text)
+        await self._timed(work.chunks[0], per_token)
 
-    def _measured(self, text: str, work: Occlusion, chunk: list, seconds: float) -> None:
-        """One chunk's speed, counted in the units admission estimates in (`explain_cost`, the chunk's share of
-        the text's estimate), so that a tokenizer that cuts more or fewer tokens per character than the estimate
-        assumes does not skew admission. The time includes any wait for a worker: it is the lane's speed under
-        the current load."""
+    async def _plan(self, text: str) -> tuple[Occlusion, float]:
+        """The text's occlusion, planned on a worker, and the estimated tokens (`explain_cost`) per padded token
+        of it: the lane's speed is counted in the units admission estimates in, so that a tokenizer that cuts
+        more or fewer tokens per character than the estimate assumes does not skew admission."""
+        work = await self._run(plan, self.model, text, self.max_words, self.batch_tokens)
+        return work, explain_cost(text, self.max_words) / work.cost
+
+    async def _timed(self, chunk: list, per_token: float):
+        """One chunk's logits; its time, which includes any wait for a worker (the lane's speed under the current
+        load), goes into the speed."""
+        started = time.monotonic()
+        logits = await self._run(self.model.logits, chunk)
+        self._measured(per_token * chunk_cost(chunk), time.monotonic() - started)
+        return logits
+
+    def _measured(self, estimated_tokens: float, seconds: float) -> None:
         if seconds <= 0:
             return
-        share = len(chunk) * max(e.cost for e in chunk) / work.cost
-        speed = explain_cost(text, self.max_words) * share / seconds
+        speed = estimated_tokens / seconds
         self.tokens_per_s = speed if self.tokens_per_s is None else (
             (1 - SMOOTHING) * self.tokens_per_s + SMOOTHING * speed)
         self.peak_tokens_per_s = max(self.peak_tokens_per_s or 0.0, self.tokens_per_s)

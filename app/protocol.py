@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 
 import orjson
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -32,7 +33,20 @@ MAX_URL_BYTES = 8 * 1024
 MAX_HEAD_BYTES = 32 * 1024
 # At shutdown, how long a connection that has not sent its request head yet gets to send it (see `shutdown`).
 FRESH_AT_SHUTDOWN_S = 2.0
-_REASONS = {408: b"Request Timeout", 414: b"URI Too Long", 431: b"Request Header Fields Too Large"}
+_REASONS = {408: b"Request Timeout", 414: b"URI Too Long", 431: b"Request Header Fields Too Large",
+            503: b"Service Unavailable"}
+
+
+def raw_error(code: ErrorCode, message: str, headers: Iterable[tuple[bytes, bytes]] = ()) -> bytes:
+    """A whole HTTP/1.1 error answer with the service's JSON body that closes the connection, for answers written
+    on the socket outside any ASGI app (here, and for the listen backlog at shutdown in app/backlog.py)."""
+    status = STATUS[code]
+    body = orjson.dumps(error_body(code, message, None))
+    head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
+    head += [name + b": " + value + b"\r\n" for name, value in headers]
+    head += [b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body),
+             b"connection: close\r\n\r\n"]
+    return b"".join(head) + body
 
 
 class _Refused(Exception):
@@ -132,15 +146,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             return
         self._disarm()
         self._in_head = False
-        status = STATUS[code]
         client = f"{self.client[0]}:{self.client[1]}" if self.client else "?"
-        log.info("refused a request from %s: %d %s", client, status, code.value)
-        body = orjson.dumps(error_body(code, message, None))
-        head = [b"HTTP/1.1 %d %s\r\n" % (status, _REASONS[status])]
-        head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
-        head += [b"content-type: application/json\r\n", b"content-length: %d\r\n" % len(body),
-                 b"connection: close\r\n\r\n"]
-        self.transport.write(b"".join(head) + body)
+        log.info("refused a request from %s: %d %s", client, STATUS[code], code.value)
+        self.transport.write(raw_error(code, message, self.server_state.default_headers))
         self.transport.close()
 
     # -- deadlines ---------------------------------------------------------------------------------------------------

@@ -23,14 +23,6 @@ from bench.harness import Server, free_port, preload, test_reviews, write_bodies
 from bench.model_speed import layouts, measure_layouts
 
 
-def in_process(texts: list[str], batch_sizes: list[int], device: str, pairs: list[tuple[int, int]]) -> list[dict]:
-    """The model in this process, in every layout the server can run it (parallel callers x torch threads, see
-    `bench.model_speed.measure_layouts`) and batch size. The limit is the best row."""
-    from model import load_model
-
-    return measure_layouts(load_model(device=device), texts, batch_sizes, pairs)
-
-
 def load_levels(name: str, server: Server, bodies: Path, levels: list[int], duration: float,
                 texts_per_request: int) -> list[dict]:
     wrk(server.port, bodies, max(levels), min(3.0, duration))  # warm-up
@@ -176,13 +168,11 @@ def report(results: dict, gpu: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_meta(device: str) -> dict:
+def run_meta(model, device: str) -> dict:
     import platform
     import subprocess
 
     import torch
-
-    from model import load_model
 
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
@@ -192,7 +182,6 @@ def run_meta(device: str) -> dict:
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), platform.processor() or "?") if Path("/proc/cpuinfo").exists() \
         else platform.processor() or "?"
-    model = load_model(device=device)
     return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": commit, "torch": torch.__version__, "cpu": cpu,
             "model": f"{model.name} {model.version}",
             "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None}
@@ -222,9 +211,13 @@ def main(argv: list[str] | None = None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     texts = test_reviews(a.data, a.reviews, seed=0)
     results: dict = {"device": a.device, "cpu_count": os.cpu_count(), "reviews": len(texts),
-                     "duration_s": a.duration, "http": [], "ready_s": {}, "meta": run_meta(a.device)}
+                     "duration_s": a.duration, "http": [], "ready_s": {}}
+    from model import load_model
+
+    model = load_model(device=a.device)
+    results["meta"] = run_meta(model, a.device)
     print(f"in-process limit ({a.device}):", flush=True)
-    results["in_process"] = in_process(texts, a.batch_sizes, a.device, layouts(a.max_threads))
+    results["in_process"] = measure_layouts(model, texts, a.batch_sizes, layouts(a.max_threads))
     with tempfile.TemporaryDirectory() as tmp:
         single = write_bodies(Path(tmp) / "single.jsonl", texts, 1)
         multi = write_bodies(Path(tmp) / "batch32.jsonl", texts, 32)
@@ -250,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     # how far the limit moved while they ran (the ratios use the first measurement, as the table does).
     best = best_in_process(results)
     print("in-process limit again, after the servers:", flush=True)
-    results["limit_after"] = in_process(texts, [best["batch_size"]], a.device,
-                                        [(best["callers"], best["threads"])])[0]
+    results["limit_after"] = measure_layouts(model, texts, [best["batch_size"]],
+                                             [(best["callers"], best["threads"])])[0]
     results["ratios"] = ratios(results)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)

@@ -47,7 +47,7 @@ class Occlusion:
 
     @property
     def cost(self) -> int:
-        return sum(len(chunk) * max(e.cost for e in chunk) for chunk in self.chunks)
+        return sum(map(chunk_cost, self.chunks))
 
     def result(self, logits: list[torch.Tensor]) -> Explanation:
         """The explanation from each chunk's logits (`model.logits(chunk)`), in chunk order."""
@@ -55,6 +55,11 @@ class Occlusion:
         base = probs[0]
         words = [WordWeight(self.text[s:e], s, e, base - p) for (s, e, _), p in zip(self.spans, probs[1:])]
         return Explanation(base, words, len(self.spans), self.total_words)
+
+
+def chunk_cost(chunk: list[Encoded]) -> int:
+    """Padded tokens of one forward pass over `chunk`: its longest row times its rows."""
+    return len(chunk) * max(e.cost for e in chunk)
 
 
 _WORDS = re.compile(r"\w+|[^\w\s]+")
