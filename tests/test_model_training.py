@@ -75,3 +75,28 @@ def test_crops_are_seeded_sentences_of_the_reviews_within_the_word_limits():
     assert crops == review_crops(reviews * 50, 150, seed=1)
     assert crops and all(3 <= len(c.split()) <= 40 for c in crops)
     assert all(c in " ".join(reviews).replace("<br /><br />", " ") or c.startswith("A much longer") for c in crops)
+
+
+def test_language_model_never_sees_the_token_it_predicts_and_learns():
+    from model.training.language_model import LMHeads, lm_loss, pretrain_lm
+
+    torch.manual_seed(0)
+    net = SentimentLSTM(NetworkConfig(vocab_size=50, embed_dim=8, hidden_dim=8, nb_buckets=0))
+    net.eval()
+    heads = LMHeads(net)
+    ids, lengths = make_batch([[5, 6, 7, 8, 9], [5, 6, 7]], 0, None, torch.device("cpu"))
+    q = torch.full((50,), 1 / 50)
+
+    # The forward LSTM's states 0..3 predict tokens 1..4: none of them may depend on token 4.
+    embedded = net.embedding(ids).detach().requires_grad_(True)
+    forward_states = net.forward_lstms[0](embedded)[0]
+    forward_states[0, :4].sum().backward()
+    assert embedded.grad[0, 4].abs().sum() == 0
+
+    # A repeating pattern is learnt: the loss falls well below its starting value.
+    seqs = [[1 + (i + j) % 10 for j in range(20)] for i in range(64)]
+    torch.manual_seed(0)
+    start = float(lm_loss(net, heads, *make_batch(seqs[:8], 0, None, torch.device("cpu")), q, 16))
+    losses = pretrain_lm(net, seqs, epochs=30, lr=2e-2, batch_size=16, max_tokens=20, negatives=16, clip=1.0,
+                         seed=0, device=torch.device("cpu"), progress=False, log=lambda msg: None)
+    assert losses[-1] < 0.5 * start

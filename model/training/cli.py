@@ -4,7 +4,7 @@
     python -m model.train --data ... --device cuda                            # the same on a GPU
     python -m model.train --smoke --out /tmp/artifact                        # seconds, synthetic text
 
-Stages (prepare, ngram, supervised, teacher, distill, calibrate, report) save their results in --checkpoint-dir;
+Stages (prepare, pretrain, ngram, supervised, teacher, distill, calibrate, report) save their results in --checkpoint-dir;
 --resume continues a stopped run, --until ends after a stage. Validation is carved out of train (seeded,
 stratified) and picks every weight and setting; the test split is read once, by the report stage.
 """
@@ -38,6 +38,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=d.seed, help="seed for the split, init, batch order and synthetic text")
     p.add_argument("--device", default=d.device, help="auto, cpu, cuda or cuda:N")
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: torch default)")
+    p.add_argument("--lm-epochs", type=int, default=d.lm_epochs,
+                   help="epochs of language-model pre-training of the embedding and LSTMs on train + unlabelled "
+                        "reviews, before the supervised stage (0: skip it)")
+    p.add_argument("--lm-lr", type=float, default=d.lm_lr, help="peak AdamW learning rate of that pre-training")
+    p.add_argument("--lm-negatives", type=int, default=d.lm_negatives,
+                   help="vocabulary ids sampled per batch as the sampled softmax's negatives")
+    p.add_argument("--lm-max-tokens", type=int, default=d.lm_max_tokens,
+                   help="pre-training reads a random window of this many tokens of longer reviews")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs of the supervised stage (default {d.epochs}; "
                                                            f"6 with --smoke)")
     p.add_argument("--distill-epochs", type=int, default=d.distill_epochs,
@@ -111,7 +119,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                             embed_dropout=a.embed_dropout, nb_buckets=a.nb_buckets, nb_order=a.nb_order)
     return TrainConfig(
         data=data, out=a.out, checkpoint_dir=a.checkpoint_dir, resume=a.resume, until=a.until, seed=a.seed,
-        device=a.device, threads=a.threads, epochs=a.epochs or (6 if a.smoke else d.epochs),
+        device=a.device, threads=a.threads, lm_epochs=min(a.lm_epochs, 1) if a.smoke else a.lm_epochs, lm_lr=a.lm_lr,
+        lm_negatives=min(a.lm_negatives, 64) if a.smoke else a.lm_negatives, lm_max_tokens=a.lm_max_tokens,
+        epochs=a.epochs or (6 if a.smoke else d.epochs),
         # Smoke runs keep one distillation epoch: with two, the tiny model separates its synthetic validation split
         # perfectly, the temperature collapses and every probability saturates (tests need graded ones).
         distill_epochs=min(a.distill_epochs, 1) if a.smoke else a.distill_epochs, patience=a.patience,

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from model.artifact import DEFAULT_ARTIFACT
 from model.network import NetworkConfig
 
-STAGES = ("prepare", "ngram", "supervised", "teacher", "distill", "calibrate", "report")
+STAGES = ("prepare", "pretrain", "ngram", "supervised", "teacher", "distill", "calibrate", "report")
 
 
 @dataclass
@@ -20,6 +20,10 @@ class TrainConfig:
     seed: int = 13
     device: str = "auto"
     threads: int = 0
+    lm_epochs: int = 1
+    lm_lr: float = 2e-3
+    lm_negatives: int = 512
+    lm_max_tokens: int = 128
     epochs: int = 4
     distill_epochs: int = 3
     patience: int = 2

@@ -2,6 +2,7 @@
 resume between stages (and between epochs of the LSTM stages):
 
     prepare     validation carved out of train; BPE tokenizer and PPMI-SVD word vectors from train + unlabelled
+    pretrain    the embedding and the LSTMs trained as forward and backward language models on the same text
     ngram       the NB-weighted n-gram model, fitted on the training split
     supervised  the LSTM on the labelled reviews plus synthetic negation/contrast sentences, adversarial training
     teacher     the blend of that LSTM and the n-gram model labels the 50k unlabelled reviews, and sentences cut
@@ -41,6 +42,7 @@ from model.training.batches import bucket_batches, make_batch, predict_component
 from model.training.config import STAGES, TrainConfig
 from model.training.crops import review_crops
 from model.training.embeddings import pretrained_embeddings
+from model.training.language_model import pretrain_lm
 from model.training.ngram_fit import fit_ngram_branch
 from model.training.smoke import smoke_corpus
 
@@ -133,6 +135,22 @@ def stage_prepare(run: Run) -> None:
     run.val_y = torch.tensor([r.label for r in val_set])
     run.unsup_ids = run.encode([r.text for r in unsup])
     run.crop_ids = run.encode(review_crops([r.text for r in unsup], cfg.crops, cfg.seed))
+
+
+def stage_pretrain(run: Run) -> None:
+    cfg, path = run.cfg, run.ckpt / "pretrain.pt"
+    if not cfg.lm_epochs:
+        return
+    if cfg.resume and path.is_file():
+        load_lstm_file(run.network, path, run.device)
+        return
+    t0 = time.time()
+    losses = pretrain_lm(run.network, run.train_ids + run.unsup_ids, epochs=cfg.lm_epochs, lr=cfg.lm_lr,
+                         batch_size=cfg.batch_size, max_tokens=cfg.lm_max_tokens, negatives=cfg.lm_negatives,
+                         clip=cfg.clip, seed=cfg.seed, device=run.device, progress=cfg.progress, log=run.log)
+    torch.save(lstm_only(run.network.state_dict()), path)
+    run.progress["pretrain"] = {"losses": losses, "seconds": round(time.time() - t0, 1)}
+    run.save_progress()
 
 
 def stage_ngram(run: Run) -> None:
@@ -320,7 +338,7 @@ def stage_calibrate(run: Run, started: float) -> dict:
                        "components": {k: v["val_accuracy"] for k, v in calibration.items()}},
         "history": run.progress.get("history", []),
         "best_epoch": run.progress.get("best_epoch"),
-        "stages": {k: run.progress[k] for k in ("ngram", "teacher") if k in run.progress},
+        "stages": {k: run.progress[k] for k in ("pretrain", "ngram", "teacher") if k in run.progress},
         "training": {"seconds": round(time.time() - started + run.progress.get("seconds_before", 0.0), 1),
                      "device": str(run.device),
                      "hardware": f"{platform.machine()} {platform.processor() or ''}".strip(),
@@ -354,8 +372,8 @@ def stage_report(run: Run) -> dict | None:
     return report
 
 
-LSTM_AND_DATA_STAGES = {"prepare": stage_prepare, "ngram": stage_ngram, "supervised": stage_supervised,
-                        "teacher": stage_teacher, "distill": stage_distill}
+LSTM_AND_DATA_STAGES = {"prepare": stage_prepare, "pretrain": stage_pretrain, "ngram": stage_ngram,
+                        "supervised": stage_supervised, "teacher": stage_teacher, "distill": stage_distill}
 
 
 def train(cfg: TrainConfig) -> dict:
