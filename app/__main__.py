@@ -1,4 +1,5 @@
-"""`python -m app --host 127.0.0.1 --port 8000`: one uvicorn process, one model copy, one queue.
+"""`python -m app --host 127.0.0.1 --port 8000`: one uvicorn process, one model copy, one queue; or, with
+SENTIMENT_PROCESSES above 1, a supervisor of that many such processes on the same port (app/processes.py).
 
 Settings and the model are loaded before the port opens, so a bad setting, a missing or corrupt artifact or an
 unavailable device ends startup with one line naming the cause and a non-zero exit: never a half-up server.
@@ -19,6 +20,7 @@ import signal
 import socket
 import sys
 import time
+from pathlib import Path
 
 import uvicorn
 
@@ -27,14 +29,12 @@ from app.backlog import BacklogRefuser
 from app.config import Settings, SettingsError, get_settings
 from app.logs import configure_logging
 from app.main import create_app
+from app.processes import EXIT_BAD_CONFIG, EXIT_FATAL, Siblings, Supervisor
 from app.protocol import guarded_protocol
 from app.service import Service
 from app.torch_pool import torch_pool
 
 log = logging.getLogger("app.server")
-
-EXIT_BAD_CONFIG = 2
-EXIT_FATAL = 1
 
 
 class DrainingServer(uvicorn.Server):
@@ -95,6 +95,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                                 "other setting is a SENTIMENT_* environment variable (see the README).")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: all)")
     p.add_argument("--port", type=int, default=8000, help="TCP port")
+    # How a supervisor (SENTIMENT_PROCESSES > 1) starts its children: the socket it bound, and their places.
+    p.add_argument("--listen-fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--process", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument("--processes", type=int, default=1, help=argparse.SUPPRESS)
+    p.add_argument("--run-dir", type=Path, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
 
@@ -160,10 +165,16 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         fail(str(exc))
         return EXIT_BAD_CONFIG
-    configure_logging(settings.log_level, settings.log_json)
-    sock = bind(args.host, args.port)
-    if sock is None:
-        return EXIT_BAD_CONFIG
+    child = args.listen_fd is not None
+    configure_logging(settings.log_level, settings.log_json, process=args.process if child else None)
+    if child:
+        sock, siblings = socket.socket(fileno=args.listen_fd), Siblings(args.run_dir, args.process, args.processes)
+    else:
+        sock, siblings = bind(args.host, args.port), None
+        if sock is None:
+            return EXIT_BAD_CONFIG
+        if settings.processes > 1:
+            return Supervisor(sock, settings.processes, args.host, args.port).run()
     executor = torch_pool(settings.torch_workers, settings.torch_threads)
     model = load(settings, executor)
     if model is None:
@@ -172,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
     holder: dict[str, DrainingServer] = {}
     app = create_app(settings, model=model, on_fatal=lambda exc: holder["server"].on_fatal(exc),
-                     torch_executor=executor)
+                     torch_executor=executor, siblings=siblings)
     # httptools plus limits on the request head's size and time (app/protocol.py); the body's are in the app.
     config = uvicorn.Config(app, host=args.host, port=args.port, loop=settings.event_loop,
                             http=guarded_protocol(settings.read_timeout_s), lifespan="on",

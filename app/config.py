@@ -60,6 +60,9 @@ class Settings(BaseSettings):
                                       "torch's default, one per core). Keep `1` on a CPU and scale with "
                                       "`SENTIMENT_TORCH_WORKERS`: OpenMP threads that share cores with the event "
                                       "loop slow down badly (docs/benchmarks.md)")
+    processes: int = Field(1, ge=1, le=64, description="server processes sharing the port, each with its own event "
+                           "loop, model copy, `SENTIMENT_TORCH_WORKERS` and queue of `SENTIMENT_MAX_QUEUE` texts; "
+                           "readiness, `/metrics` and SIGTERM cover them all (README, \"Scaling\")")
     torch_workers: int = Field(2, ge=1, le=64, description="forward passes run at once, each on its own thread with "
                                "`SENTIMENT_TORCH_THREADS` intra-op threads: whole batches side by side instead of "
                                "one batch split across cores. About one per core on a CPU; `1` on a GPU "

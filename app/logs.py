@@ -14,6 +14,10 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"mess
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, process: int | None = None):
+        super().__init__()
+        self.process = process
+
     def format(self, record: logging.LogRecord) -> str:
         line = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
@@ -21,16 +25,20 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.process is not None:
+            line["process"] = self.process
         line.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD})
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(line, default=str).decode()
 
 
-def configure_logging(level: str = "info", json: bool = False) -> None:
+def configure_logging(level: str = "info", json: bool = False, process: int | None = None) -> None:
+    """`process`: the index of this server process among several (SENTIMENT_PROCESSES), named on every line."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if json else
-                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    where = "" if process is None else f" [process {process}]"
+    handler.setFormatter(JsonFormatter(process) if json else
+                         logging.Formatter(f"%(asctime)s %(levelname)s{where} %(name)s: %(message)s"))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

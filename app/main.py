@@ -22,6 +22,7 @@ from app.errors import install_error_handlers
 from app.metrics import Metrics
 from app.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from app.page import install_page
+from app.processes import Siblings
 from app.responses import OrjsonResponse
 from app.service import Service
 
@@ -48,13 +49,14 @@ def _version() -> str:
 
 def create_app(settings: Settings | None = None, *, model: Any | None = None,
                on_fatal: Callable[[BaseException], None] | None = None,
-               torch_executor: ThreadPoolExecutor | None = None) -> FastAPI:
+               torch_executor: ThreadPoolExecutor | None = None, siblings: Siblings | None = None) -> FastAPI:
     """`model`: an already loaded model (the server entry point loads it first to fail fast), with
     `torch_executor` the thread it was loaded on (see app.torch_pool); `on_fatal`: called if the batcher dies,
-    after readiness has turned 503 (the entry point uses it to stop the process)."""
+    after readiness has turned 503 (the entry point uses it to stop the process); `siblings`: this process's
+    place among several on one port (app.processes), whose readiness is all of theirs."""
     settings = settings or get_settings()
     metrics_ = Metrics()
-    service = Service(settings, metrics_, model, on_fatal, torch_executor=torch_executor)
+    service = Service(settings, metrics_, model, on_fatal, torch_executor=torch_executor, siblings=siblings)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -1,9 +1,17 @@
-"""Prometheus metrics, in a registry per app (so several apps in one test process do not collide)."""
+"""Prometheus metrics, in a registry per app (so several apps in one test process do not collide).
+
+With several server processes (app.processes) each process writes its values to files in PROMETHEUS_MULTIPROC_DIR
+and `/metrics`, whichever process answers it, reads them all: counters and histograms summed, each gauge as its
+`multiprocess_mode` says.
+"""
 
 from __future__ import annotations
 
+import os
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.multiprocess import MultiProcessCollector
 
 # The `*_created` timestamp series double the output and nobody here graphs them.
 disable_created_metrics()
@@ -38,7 +46,8 @@ class Metrics:
         self.rejected = Counter("sentiment_rejected_texts", "texts refused at admission (queue full, shutting "
                                 "down, explanations that could not finish in time)", ["reason"], registry=r)
         self.explain_backlog_seconds = Gauge("sentiment_explain_backlog_seconds", "estimated model time of the "
-                                             "explanations admitted and not yet answered", registry=r)
+                                             "explanations admitted and not yet answered", multiprocess_mode="livesum",
+                                             registry=r)
         self.explained = Counter("sentiment_explained_texts", "texts explained (?explain=true)", registry=r)
         self.explain_seconds = Histogram("sentiment_explain_seconds", "time to explain one text (its occlusion "
                                          "forward passes)", buckets=SECONDS_BUCKETS, registry=r)
@@ -47,8 +56,14 @@ class Metrics:
                                              buckets=SECONDS_BUCKETS, registry=r)
         self.failures = Counter("sentiment_inference_failures", "texts whose forward pass raised", registry=r)
         self.queue_depth = Gauge("sentiment_queue_depth", "texts admitted and waiting for a forward pass",
-                                 registry=r)
-        self.ready = Gauge("sentiment_ready", "1 while /health/ready answers 200", registry=r)
+                                 multiprocess_mode="livesum", registry=r)
+        self.ready = Gauge("sentiment_ready", "1 while the server admits work (with several processes: all of "
+                           "them)", multiprocess_mode="livemin", registry=r)
 
     def render(self) -> bytes:
-        return generate_latest(self.registry)
+        directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+        if not directory:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, directory)
+        return generate_latest(registry)

@@ -19,6 +19,7 @@ from app.config import Settings
 from app.explainer import ExplainBusy, ExplainLane, ExplainTooLarge, Ticket
 from app.failures import ClientGone, DeadlineExceeded, ExplainFailed, Unavailable
 from app.metrics import Metrics
+from app.processes import Siblings
 from app.torch_pool import torch_pool
 from model.explain import Explanation
 
@@ -52,8 +53,9 @@ class Classified:
 class Service:
     def __init__(self, settings: Settings, metrics: Metrics, model: Any | None = None,
                  on_fatal: Callable[[BaseException], None] | None = None,
-                 torch_executor: ThreadPoolExecutor | None = None):
+                 torch_executor: ThreadPoolExecutor | None = None, siblings: Siblings | None = None):
         self.settings = settings
+        self.siblings = siblings
         self.metrics = metrics
         self.model = model  # a loaded model.SentimentModel (or a stand-in with the same methods)
         self.batcher: Batcher | None = None
@@ -97,6 +99,8 @@ class Service:
             self._trimmer = asyncio.create_task(self._trim_memory(s.malloc_trim_s), name="sentiment-malloc-trim")
         self.state = "ready"
         self.metrics.ready.set(1)
+        if self.siblings is not None:
+            self.siblings.mark_ready(True)
         log.info("ready: model %s %s on %s; memory allocator %s", self.model.name, self.model.version,
                  self.model.device, memory.allocator())
         for advice in memory.advice():
@@ -124,13 +128,24 @@ class Service:
 
     @property
     def ready(self) -> bool:
+        """This process admits work."""
         return self.state == "ready" and self.batcher is not None and self.batcher.running
+
+    @property
+    def ready_to_serve(self) -> bool:
+        """Readiness as probes see it: this process and, when there are several, every one of them."""
+        return self.ready and (self.siblings is None or self.siblings.all_ready())
+
+    def _not_ready(self) -> None:
+        self.metrics.ready.set(0)
+        if self.siblings is not None:
+            self.siblings.mark_ready(False)
 
     async def drain(self, timeout_s: float) -> bool:
         """Readiness turns 503 and nothing new is admitted; waits for every admitted text to be answered."""
         if self.state in ("starting", "ready"):
             self.state = "draining"
-        self.metrics.ready.set(0)
+        self._not_ready()
         if self.batcher is None:
             return True
         deadline = time.monotonic() + timeout_s
@@ -161,7 +176,7 @@ class Service:
 
     def _fatal(self, exc: BaseException) -> None:
         self.state = "failed"
-        self.metrics.ready.set(0)
+        self._not_ready()
         if self._on_fatal is not None:
             self._on_fatal(exc)
 
@@ -169,6 +184,8 @@ class Service:
         """Why no work is admitted right now."""
         if self.state in ("starting", "failed"):
             return Unavailable(self.state)
+        if self.state == "ready":  # this process is; another one on the port is still warming up
+            return Unavailable("starting")
         return Unavailable("draining")
 
     # -- one request ----------------------------------------------------------------------------------------------

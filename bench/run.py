@@ -91,7 +91,8 @@ def markdown(results: dict) -> str:
     lines.append("")
     for key, text in results["ratios"].items():
         lines.append(f"- {key}: {text}")
-    lines.append(f"- service start to ready: {results['ready_s']['service']:.1f} s")
+    lines += [f"- {name} start to ready: {seconds:.1f} s" for name, seconds in results["ready_s"].items()
+              if name.startswith("service")]
     lines.append("- memory allocator: " + ", ".join(f"{k} {v}" for k, v in results.get("allocator", {}).items()))
     return "\n".join(lines)
 
@@ -108,8 +109,10 @@ def ratios(results: dict) -> dict:
              key=lambda r: r["latency_ms"], default=None)
     out = {}
 
+    default = results.get("default_service", "service")
+
     def service(c, per):
-        return next((r for r in results["http"] if r["server"] == "service" and r["connections"] == c
+        return next((r for r in results["http"] if r["server"] == default and r["connections"] == c
                      and r["texts_per_request"] == per), None)
 
     def naive_best(c):
@@ -124,7 +127,7 @@ def ratios(results: dict) -> dict:
             ratio = s["reviews_per_s"] / n["reviews_per_s"]
             out[f"service/naive best, single texts, {c} conns"] = f"{ratio:.2f}x ({n['server']})"
     for r in results["http"]:
-        if r["server"] == "service" and r["texts_per_request"] > 1:
+        if r["server"] == default and r["texts_per_request"] > 1:
             out[f"service/limit, {r['texts_per_request']}-text requests, {r['connections']} conns"] = \
                 f"{r['reviews_per_s'] / limit:.0%}"
     s1, n1 = service(1, 1), naive_best(1)
@@ -146,7 +149,9 @@ def report(results: dict, gpu: dict | None) -> str:
         f"{results['device']}, torch {m.get('torch', '?')}, model {m.get('model', '?')}, "
         f"commit {m.get('commit', '?')}. "
         f"Bodies: {results['reviews']} real IMDB test reviews, {results['duration_s']:g} s per load level after a "
-        f"warm-up; `wrk` runs on the same cores as the server. Server settings: the defaults.", "",
+        f"warm-up; `wrk` runs on the same cores as the server. Server settings: the defaults, except "
+        f"`service-PxW`: P processes (SENTIMENT_PROCESSES) × W torch workers each (SENTIMENT_TORCH_WORKERS); the "
+        f"ratios are those of the default layout, {results.get('default_service', 'service')}.", "",
         "How to read it:",
         "- **The in-process limit** is the model alone, in this process, in the best of every layout the server can",
         "  run (parallel callers × torch threads × batch size), on length-sorted batches: a ceiling that live",
@@ -166,6 +171,13 @@ def report(results: dict, gpu: dict | None) -> str:
                   f"its results are "
                   f"`docs/benchmarks-gpu.json`.", "", markdown(gpu)]
     return "\n".join(lines) + "\n"
+
+
+def default_layout() -> tuple[int, int]:
+    """The server's default processes x torch workers per process."""
+    from app.config import Settings
+
+    return Settings.model_fields["processes"].default, Settings.model_fields["torch_workers"].default
 
 
 def run_meta(model, device: str) -> dict:
@@ -198,6 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default=os.environ.get("SENTIMENT_DEVICE", "cpu"), help="cpu or cuda")
     p.add_argument("--max-threads", type=int, default=os.cpu_count() or 1,
                    help="cores the in-process layouts may use (callers x threads); the limit is the best layout")
+    p.add_argument("--service-layouts", nargs="+", metavar="PxW", default=None,
+                   help="server processes x torch workers per process to measure (default: the settings' default, "
+                        "1 x cores and cores x 1)")
     p.add_argument("--skip-naive", action="store_true", help="do not run the naive server")
     p.add_argument("--out", default="bench/results", help="folder for results.json, plot.png, table.md")
     p.add_argument("--report", default=None, help="also write the Markdown report here (make bench: "
@@ -222,20 +237,25 @@ def main(argv: list[str] | None = None) -> int:
         single = write_bodies(Path(tmp) / "single.jsonl", texts, 1)
         multi = write_bodies(Path(tmp) / "batch32.jsonl", texts, 32)
         env = {"SENTIMENT_DEVICE": a.device, "SENTIMENT_LOG_LEVEL": "warning", **preload()}
-        servers = [("service", [sys.executable, "-m", "app"])]
+        default, service_layouts = default_layout(), a.service_layouts or [
+            f"{p}x{w}" for p, w in dict.fromkeys([default_layout(), (1, a.max_threads), (a.max_threads, 1)])]
+        results["default_service"] = "service-{}x{}".format(*default)
+        servers = [(f"service-{layout}", [sys.executable, "-m", "app"], {
+            "SENTIMENT_PROCESSES": layout.split("x")[0], "SENTIMENT_TORCH_WORKERS": layout.split("x")[1]})
+            for layout in service_layouts]
         if not a.skip_naive:
             for processes in dict.fromkeys([1, a.max_threads]):
                 argv0 = [sys.executable, "-m", "bench.naive_server", "--workers", str(processes), "--threads", "1"]
-                servers.append((f"naive-{processes}x1", argv0))
-        for name, argv0 in servers:
+                servers.append((f"naive-{processes}x1", argv0, {}))
+        for name, argv0, layout_env in servers:
             port = free_port()
-            server = Server([*argv0, "--host", "127.0.0.1", "--port", str(port)], env, port)
+            server = Server([*argv0, "--host", "127.0.0.1", "--port", str(port)], {**env, **layout_env}, port)
             results["ready_s"][name] = server.ready_s
             results.setdefault("allocator", {})[name] = server.allocator()
             print(f"{name}: ready in {server.ready_s:.1f} s, memory allocator {server.allocator()}", flush=True)
             try:
                 results["http"] += load_levels(name, server, single, a.concurrency, a.duration, 1)
-                if name == "service":
+                if name.startswith("service"):
                     results["http"] += load_levels(name, server, multi, [16], a.duration, 32)
             finally:
                 server.stop()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import shutil
 import signal
@@ -11,6 +12,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -58,6 +60,9 @@ def test_startup_errors_are_one_line_and_a_non_zero_exit(smoke_artifact: Path, t
     busy.bind(("127.0.0.1", 0))
     busy.listen()
     cases["busy port"] = ({"SENTIMENT_MODEL_DIR": good}, r"cannot listen on 127.0.0.1:\d+: Address already in use")
+    # With several processes the first starts alone: its error is the one line, not one per process.
+    cases["missing artifact, two processes"] = ({"SENTIMENT_MODEL_DIR": str(tmp_path / "nowhere"),
+                                                 "SENTIMENT_PROCESSES": "2"}, r"artifact folder not found: .*nowhere")
     started = time.monotonic()
     # In parallel: each pays for importing torch.
     servers = {name: start_server(port=busy.getsockname()[1] if name == "busy port" else None, **env)
@@ -233,10 +238,11 @@ async def _hammer(url: str, n: int, keep_alive: bool, outcomes: list) -> None:
                 outcomes.append(("503 without Retry-After", keep_alive))
 
 
-def test_sigterm_answers_every_connection_it_accepted_none_is_reset(start_server):
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_sigterm_answers_every_connection_it_accepted_none_is_reset(start_server, processes):
     # Clients that keep posting through the drain (as a load balancer that is slow to notice would), on new and on
     # kept-alive connections: each request gets an HTTP answer until the port closes, then a refused connection.
-    server = start_server(SENTIMENT_SHUTDOWN_DELAY_S="1", SENTIMENT_LOG_LEVEL="warning")
+    server = start_server(SENTIMENT_SHUTDOWN_DELAY_S="1", SENTIMENT_LOG_LEVEL="warning", SENTIMENT_PROCESSES=processes)
     server.wait_ready()
 
     async def scenario():
@@ -255,6 +261,59 @@ def test_sigterm_answers_every_connection_it_accepted_none_is_reset(start_server
     assert sum(1 for o in outcomes if o[0] == 503) > 0  # the drain was under way while clients kept coming
     assert sum(1 for o in outcomes if o[0] == "refused") == 16  # every client ended on a closed port
     assert code == 0, server.log()
+
+
+def _pids(log: str) -> dict[int, int]:
+    """Each server process's pid by its index, from uvicorn's "Started server process" lines."""
+    return {int(i): int(pid) for i, pid in re.findall(r"\[process (\d+)\] uvicorn.error: Started server process "
+                                                      r"\[(\d+)\]", log)}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_several_processes_are_ready_together_count_together_and_stop_together(start_server):
+    server = start_server(SENTIMENT_PROCESSES="2")
+    server.wait_ready()
+    log = server.log()
+    # Process 1 starts once process 0 is warm; meanwhile process 0 serves, and readiness says 503.
+    assert re.search(r"\[process 0\] app.access: GET /health/ready 503", log), log
+    assert log.index("[process 1] app.service: ready") < log.index("GET /health/ready 200")
+
+    def post(i: int) -> int:
+        return httpx.post(server.url + "/predict", json={"text": f"review {i}: a fine cast"}, timeout=30).status_code
+
+    with ThreadPoolExecutor(8) as pool:  # new connections, side by side: both processes accept some
+        assert list(pool.map(post, range(64))) == [200] * 64
+    served = {i: server.log().count(f"[process {i}] app.access: POST /predict 200") for i in (0, 1)}
+    assert sum(served.values()) == 64, served
+    metrics = httpx.get(server.url + "/metrics").text  # from either process: the sum over both
+    assert 'sentiment_requests_total{status="200"} 64.0' in metrics, metrics
+    assert "sentiment_ready 1.0" in metrics
+    pids = _pids(server.log())
+    assert len(pids) == 2
+    # Each in a process group of its own: a signal to the supervisor's group (Ctrl+C) reaches it once, forwarded.
+    assert all(os.getpgid(pid) == pid for pid in pids.values())
+    assert server.stop() == 0
+    assert not any(_alive(pid) for pid in pids.values())
+    assert server.log().count("SIGTERM: draining") == 2
+
+
+def test_when_one_process_dies_the_others_stop_and_the_server_exits_non_zero(start_server):
+    server = start_server(SENTIMENT_PROCESSES="2")
+    server.wait_ready()
+    pids = _pids(server.log())
+    os.kill(pids[1], signal.SIGKILL)
+    assert server.proc.wait(30) == 1
+    assert not _alive(pids[0])
+    log = server.log()
+    assert re.search(r"server process 1 \(pid \d+\) ended with exit code -9; stopping the others", log), log
+    assert "[process 0] app.server: SIGTERM: draining" in log
 
 
 # A real `python -m app` whose forward passes (after the warm-up) take a minute: the shutdown grace must cut it short.

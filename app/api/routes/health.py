@@ -21,7 +21,8 @@ async def live() -> dict:
             responses=error_responses(503, d503="Not ready: the model is loading or warming up, the server is "
                                                 "shutting down, or its batcher failed. Send no traffic here."))
 async def ready(service: ServiceDep) -> dict:
-    """200 once the model is loaded and warmed up and the batcher runs; 503 before that and while shutting down."""
-    if not service.ready:
+    """200 once the model is loaded and warmed up and the batcher runs (in every server process, when there are
+    several); 503 before that and while shutting down."""
+    if not service.ready_to_serve:
         raise service.refusal()
     return {"status": "ready"}

@@ -1,0 +1,152 @@
+"""Several server processes on one port (SENTIMENT_PROCESSES): separate event loops and GILs, each with its own
+model copy, torch workers and queue.
+
+`python -m app` binds the port and, with more than one process, becomes a supervisor that serves nothing itself:
+it starts `python -m app` children that inherit the bound socket and accept from it side by side (the kernel
+hands each connection to one of them; a busy process is slower to accept, so the idle one takes more). The first
+child starts alone, so a bad artifact or device stops startup with that child's one-line error and not N copies
+of it; the others start once it is warm. Then the supervisor closes its own copy of the socket: when the last
+child closes its copy at shutdown, nothing holds connections that no one will answer.
+
+What one process promises holds for all of them:
+- readiness: a child answers `/health/ready` 200 only while every child is warm (a marker file each, in a run
+  folder the supervisor owns);
+- metrics: counters and histograms are summed over the children, gauges summed or, for readiness, the minimum
+  (prometheus-client's multiprocess mode, in the same folder), whichever child serves `/metrics`;
+- SIGTERM/SIGINT: forwarded to every child (each in a process group of its own, so a signal to the supervisor's
+  group reaches it once), each drains as a single server does (a second signal stops at once);
+  the supervisor exits 0 once all have, and a child that dies unasked stops the others and exits non-zero, so an
+  orchestrator restarts the whole replica;
+- a child whose supervisor dies gets SIGTERM from the kernel (no orphans holding the port).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from prometheus_client import multiprocess
+
+log = logging.getLogger("app.processes")
+
+EXIT_FATAL = 1  # the server failed while running
+EXIT_BAD_CONFIG = 2  # it could not start; the process printed why, in one line
+READY = "ready"
+METRICS = "metrics"
+METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+POLL_S = 0.05
+
+
+@dataclass(frozen=True)
+class Siblings:
+    """A child's place among the server's processes."""
+
+    run_dir: Path
+    index: int
+    count: int
+
+    def mark_ready(self, ready: bool) -> None:
+        marker = self.run_dir / READY / str(self.index)
+        if ready:
+            marker.touch()
+        else:
+            marker.unlink(missing_ok=True)
+
+    def all_ready(self) -> bool:
+        try:
+            return len(os.listdir(self.run_dir / READY)) >= self.count
+        except OSError:  # the supervisor is gone and took the folder with it
+            return False
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGTERM when the supervisor dies (Linux's PR_SET_PDEATHSIG; elsewhere a no-op)."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)
+    except (OSError, AttributeError):
+        pass
+
+
+class Supervisor:
+    def __init__(self, sock: socket.socket, count: int, host: str, port: int):
+        self.sock = sock
+        self.count = count
+        self.host, self.port = host, port
+        self.run_dir = Path(tempfile.mkdtemp(prefix="sentiment-"))
+        (self.run_dir / READY).mkdir()
+        (self.run_dir / METRICS).mkdir()
+        self.children: dict[int, subprocess.Popen] = {}
+        self.exits: dict[int, int] = {}
+        self.stopping = False
+        self.failed = False
+
+    def run(self) -> int:
+        """Start the children, wait for them all to end; the exit code of the whole server."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._forward)
+        try:
+            self._start(0)
+            while not self.stopping and not self._reap() and not Siblings(self.run_dir, 0, 1).all_ready():
+                time.sleep(POLL_S)
+            if not self.stopping:
+                for index in range(1, self.count):
+                    self._start(index)
+                log.info("started %d server processes on %s:%d", self.count, self.host, self.port)
+            self.sock.close()
+            while len(self.exits) < len(self.children):
+                self._reap()
+                time.sleep(POLL_S)
+        finally:
+            for child in self.children.values():
+                if child.poll() is None:
+                    child.kill()
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        # A child stopped by a forwarded signal before it could install its own handlers ends "killed" (< 0):
+        # that is the stop that was asked for.
+        codes = [self.exits[i] for i in sorted(self.exits)]
+        return next((c for c in codes if c > 0), EXIT_FATAL if self.failed else 0)
+
+    def _start(self, index: int) -> None:
+        env = {**os.environ, METRICS_ENV: str(self.run_dir / METRICS)}
+        command = [sys.executable, "-m", "app", "--host", self.host, "--port", str(self.port),
+                   "--listen-fd", str(self.sock.fileno()), "--process", str(index), "--processes", str(self.count),
+                   "--run-dir", str(self.run_dir)]
+        # A process group of its own: a signal sent to the supervisor's group (Ctrl+C in a terminal, `kill -- -PGID`)
+        # reaches the child once, forwarded, rather than twice, which would stop it without a drain.
+        self.children[index] = subprocess.Popen(command, env=env, pass_fds=(self.sock.fileno(),), process_group=0,
+                                                preexec_fn=_die_with_parent)  # noqa: PLW1509 - no threads here yet
+
+    def _forward(self, sig: int, frame) -> None:
+        self.stopping = True
+        for child in self.children.values():
+            if child.poll() is None:
+                child.send_signal(sig)
+
+    def _reap(self) -> bool:
+        """Collect children that ended; True if one did."""
+        ended = False
+        for index, child in self.children.items():
+            code = child.poll()
+            if code is None or index in self.exits:
+                continue
+            ended = True
+            self.exits[index] = code
+            Siblings(self.run_dir, index, self.count).mark_ready(False)
+            multiprocess.mark_process_dead(child.pid, str(self.run_dir / METRICS))
+            if not self.stopping:
+                self.failed = True
+                if code != EXIT_BAD_CONFIG:  # (a startup error: the child has said why, in one line)
+                    log.error("server process %d (pid %d) ended with exit code %d; stopping the others",
+                              index, child.pid, code)
+                self._forward(signal.SIGTERM, None)
+        return ended

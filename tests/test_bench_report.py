@@ -1,0 +1,36 @@
+"""`make bench`'s arithmetic: every ratio against the best the other side can do, for the default layout."""
+
+from __future__ import annotations
+
+from bench.run import default_layout, ratios, report
+
+
+def row(server: str, connections: int, reviews_per_s: float, p50_ms: float = 10.0, texts: int = 1) -> dict:
+    return {"server": server, "connections": connections, "texts_per_request": texts, "requests_per_s":
+            reviews_per_s / texts, "reviews_per_s": reviews_per_s, "p50_ms": p50_ms, "p90_ms": p50_ms,
+            "p99_ms": p50_ms, "non_2xx": 0, "status_429_503": 0, "socket_errors": 0, "server_cpu_cores": 1.0,
+            "server_peak_rss_mb": 100.0}
+
+
+def test_ratios_use_the_best_in_process_layout_the_default_service_layout_and_the_best_naive_layout():
+    default = "service-{}x{}".format(*default_layout())
+    other = "service-9x9"
+    results = {
+        "device": "cpu", "cpu_count": 2, "reviews": 10, "duration_s": 1, "ready_s": {default: 1.0, other: 2.0},
+        "default_service": default,
+        "in_process": [{"callers": 1, "threads": 2, "batch_size": 1, "reviews_per_s": 100.0, "latency_ms": 8.0},
+                       {"callers": 2, "threads": 1, "batch_size": 128, "reviews_per_s": 400.0, "latency_ms": 600.0}],
+        "http": [row(default, 1, 90, p50_ms=11.0), row(default, 64, 300), row(other, 64, 380),
+                 row("naive-1x1", 1, 100, p50_ms=9.0), row("naive-1x1", 64, 100), row("naive-2x1", 64, 150),
+                 row(default, 16, 360, texts=32)],
+    }
+    out = ratios(results)
+    assert out["service/limit, single texts, 64 conns"] == "75%"  # 300 of 400, not the other layout's 380
+    assert out["service/naive best, single texts, 64 conns"] == "2.00x (naive-2x1)"
+    assert out["service/limit, 32-text requests, 16 conns"] == "90%"
+    assert out["p50 at 1 conn vs in-process batch-1 latency"] == "11.0 ms vs 8.0 ms"
+    assert out["p50 at 1 conn, service vs naive best"] == "11.0 ms vs 9.0 ms (naive-1x1)"
+    results["ratios"] = out
+    text = report(results, None)
+    assert f"ratios are those of the default layout, {default}" in text
+    assert "| service-9x9 | 64 | 1 | 380.0 |" in text
