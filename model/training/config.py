@@ -45,7 +45,7 @@ class TrainConfig:
     train_limit: int = 0
     unsup_limit: int = 0
     name: str = "imdb-lstm"
-    version: str = "3.1.0"
+    version: str = "3.2.0"
     evaluate_test: bool = True
     smoke: bool = False
     progress: bool = True
