@@ -96,7 +96,7 @@ def test_language_model_never_sees_the_token_it_predicts_and_learns():
     # A repeating pattern is learnt: the loss falls well below its starting value.
     seqs = [[1 + (i + j) % 10 for j in range(20)] for i in range(64)]
     torch.manual_seed(0)
-    start = float(lm_loss(net, heads, *make_batch(seqs[:8], 0, None, torch.device("cpu")), q, 16))
+    start = lm_loss(net, heads, *make_batch(seqs[:8], 0, None, torch.device("cpu")), q, 16).item()
     losses = pretrain_lm(net, seqs, epochs=30, lr=2e-2, batch_size=16, max_tokens=20, negatives=16, clip=1.0,
                          seed=0, device=torch.device("cpu"), progress=False, log=lambda msg: None)
     assert losses[-1] < 0.5 * start
