@@ -1,4 +1,5 @@
-# The sentiment service: one uvicorn process (one model copy, one batch queue) listening on 0.0.0.0:8000.
+# The sentiment service: python -m app (one uvicorn process with one model copy and one batch queue unless
+# SENTIMENT_PROCESSES asks for more) listening on 0.0.0.0:8000.
 #
 #   docker build -t imdb-sentiment .                                      # CPU torch from download.pytorch.org
 #   make wheels && docker build -t imdb-sentiment .                       # offline: only wheels/ is used

@@ -62,7 +62,7 @@ class Settings(BaseSettings):
                                       "loop slow down badly (docs/benchmarks.md)")
     processes: int = Field(1, ge=1, le=64, description="server processes sharing the port, each with its own event "
                            "loop, model copy, `SENTIMENT_TORCH_WORKERS` and queue of `SENTIMENT_MAX_QUEUE` texts; "
-                           "readiness, `/metrics` and SIGTERM cover them all (README, \"Scaling\")")
+                           "readiness, `/metrics` and SIGTERM cover them all (README, \"Scaling out\")")
     torch_workers: int = Field(2, ge=1, le=64, description="forward passes run at once, each on its own thread with "
                                "`SENTIMENT_TORCH_THREADS` intra-op threads: whole batches side by side instead of "
                                "one batch split across cores. About one per core on a CPU; `1` on a GPU "

@@ -73,16 +73,23 @@ class Server:
         self.ready_s = time.perf_counter() - started
 
     def pids(self) -> list[int]:
-        """The server's processes: it and every worker it started (its own session, so its process group)."""
-        pids = []
+        """The server's processes: it and every process under it (its own session, so its process group, and the
+        children of a supervisor, which run in process groups of their own: app/processes.py)."""
+        parents: dict[int, tuple[int, int]] = {}
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
             except OSError:  # gone meanwhile
                 continue
-            if int(fields[2]) == self.proc.pid:
-                pids.append(int(stat.parent.name))
-        return pids or [self.proc.pid]
+            parents[int(stat.parent.name)] = (int(fields[1]), int(fields[2]))  # parent pid, process group
+        root = self.proc.pid
+        found = {pid for pid, (_, group) in parents.items() if group == root} | {root}
+        while True:
+            more = {pid for pid, (parent, _) in parents.items() if parent in found} - found
+            if not more:
+                break
+            found |= more
+        return sorted(pid for pid in found if pid in parents) or [root]
 
     def cpu_seconds(self) -> float:
         """CPU time of all of the server's processes (see `pids`)."""
