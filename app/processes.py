@@ -55,12 +55,19 @@ class Siblings:
     index: int
     count: int
 
+    @property
+    def _marker(self) -> Path:
+        return self.run_dir / READY / str(self.index)
+
     def mark_ready(self, ready: bool) -> None:
-        marker = self.run_dir / READY / str(self.index)
         if ready:
-            marker.touch()
+            self._marker.touch()
         else:
-            marker.unlink(missing_ok=True)
+            self._marker.unlink(missing_ok=True)
+
+    def is_ready(self) -> bool:
+        """This process is warm."""
+        return self._marker.exists()
 
     def all_ready(self) -> bool:
         try:
@@ -85,6 +92,7 @@ class Supervisor:
         self.run_dir = Path(tempfile.mkdtemp(prefix="sentiment-"))
         (self.run_dir / READY).mkdir()
         (self.run_dir / METRICS).mkdir()
+        self.places = [Siblings(self.run_dir, index, count) for index in range(count)]
         self.children: dict[int, subprocess.Popen] = {}
         self.exits: dict[int, int] = {}
         self.stopping = False
@@ -96,7 +104,7 @@ class Supervisor:
             signal.signal(sig, self._forward)
         try:
             self._start(0)
-            while not self.stopping and not self._reap() and not Siblings(self.run_dir, 0, 1).all_ready():
+            while not self.stopping and not self._reap() and not self.places[0].is_ready():
                 time.sleep(POLL_S)
             if not self.stopping:
                 for index in range(1, self.count):
@@ -141,7 +149,7 @@ class Supervisor:
                 continue
             ended = True
             self.exits[index] = code
-            Siblings(self.run_dir, index, self.count).mark_ready(False)
+            self.places[index].mark_ready(False)
             multiprocess.mark_process_dead(child.pid, str(self.run_dir / METRICS))
             if not self.stopping:
                 self.failed = True

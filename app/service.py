@@ -98,9 +98,7 @@ class Service:
         if s.malloc_trim_s and memory.trim_available():
             self._trimmer = asyncio.create_task(self._trim_memory(s.malloc_trim_s), name="sentiment-malloc-trim")
         self.state = "ready"
-        self.metrics.ready.set(1)
-        if self.siblings is not None:
-            self.siblings.mark_ready(True)
+        self._mark_ready(True)
         log.info("ready: model %s %s on %s; memory allocator %s", self.model.name, self.model.version,
                  self.model.device, memory.allocator())
         for advice in memory.advice():
@@ -136,16 +134,16 @@ class Service:
         """Readiness as probes see it: this process and, when there are several, every one of them."""
         return self.ready and (self.siblings is None or self.siblings.all_ready())
 
-    def _not_ready(self) -> None:
-        self.metrics.ready.set(0)
+    def _mark_ready(self, ready: bool) -> None:
+        self.metrics.ready.set(int(ready))
         if self.siblings is not None:
-            self.siblings.mark_ready(False)
+            self.siblings.mark_ready(ready)
 
     async def drain(self, timeout_s: float) -> bool:
         """Readiness turns 503 and nothing new is admitted; waits for every admitted text to be answered."""
         if self.state in ("starting", "ready"):
             self.state = "draining"
-        self._not_ready()
+        self._mark_ready(False)
         if self.batcher is None:
             return True
         deadline = time.monotonic() + timeout_s
@@ -176,7 +174,7 @@ class Service:
 
     def _fatal(self, exc: BaseException) -> None:
         self.state = "failed"
-        self._not_ready()
+        self._mark_ready(False)
         if self._on_fatal is not None:
             self._on_fatal(exc)
 

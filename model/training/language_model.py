@@ -40,9 +40,8 @@ class LMHeads(nn.Module):
 
 
 def sampling_distribution(seqs: Sequence[Sequence[int]], vocab_size: int) -> torch.Tensor:
-    counts = torch.zeros(vocab_size, dtype=torch.float64)
-    for s in seqs:
-        counts += torch.bincount(torch.as_tensor(s, dtype=torch.long), minlength=vocab_size).double()
+    ids = torch.as_tensor([i for s in seqs for i in s], dtype=torch.long)
+    counts = torch.bincount(ids, minlength=vocab_size).double()
     counts[0] = 0  # padding is never a target
     q = counts.pow(0.75)
     return (q / q.sum()).float()
@@ -90,8 +89,8 @@ def pretrain_lm(network: SentimentLSTM, seqs: list[list[int]], *, epochs: int, l
         optimiser, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps))))
     losses = []
     network.train()
+    usable = [s for s in seqs if len(s) > 1]  # one token predicts nothing
     for epoch in range(1, epochs + 1):
-        usable = [s for s in seqs if len(s) > 1]
         batches = bucket_batches([min(len(s), max_tokens) for s in usable], batch_size, rng)
         bar = tqdm(batches, desc=f"language model epoch {epoch}/{epochs}", disable=not progress, unit="batch",
                    dynamic_ncols=True)
