@@ -29,7 +29,7 @@ from app.backlog import BacklogRefuser
 from app.config import Settings, SettingsError, get_settings
 from app.logs import configure_logging
 from app.main import create_app
-from app.processes import EXIT_BAD_CONFIG, EXIT_FATAL, Siblings, Supervisor
+from app.processes import EXIT_BAD_CONFIG, EXIT_FATAL, REUSE_PORT, Siblings, Supervisor
 from app.protocol import guarded_protocol
 from app.service import Service
 from app.torch_pool import torch_pool
@@ -107,14 +107,17 @@ def fail(message: str) -> None:
     print(f"sentiment: {message}", file=sys.stderr, flush=True)
 
 
-def bind(host: str, port: int) -> socket.socket | None:
+def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket | None:
     """The listening address, taken before the model loads so that a busy port is a one-line error too. Bound but
-    not yet listening: connections are refused until uvicorn starts serving, after the warm-up."""
+    not yet listening: connections are refused until uvicorn starts serving, after the warm-up. With `reuse_port`,
+    other sockets of this user may bind the same address (app.processes: one per server process)."""
     # IPPROTO_TCP spelt out: asyncio's loop sets TCP_NODELAY on accepted connections only when the listening
     # socket says it is TCP, and without it a response written in two parts waited 40 ms for a delayed ACK
     # (48 ms per lone request on SENTIMENT_EVENT_LOOP=asyncio; uvloop sets it regardless).
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         sock.bind((host, port))
     except OSError as exc:
@@ -170,11 +173,19 @@ def main(argv: list[str] | None = None) -> int:
     if child:
         sock, siblings = socket.socket(fileno=args.listen_fd), Siblings(args.run_dir, args.process, args.processes)
     else:
-        sock, siblings = bind(args.host, args.port), None
+        several = settings.processes > 1
+        sock, siblings = bind(args.host, args.port, reuse_port=several and REUSE_PORT), None
         if sock is None:
             return EXIT_BAD_CONFIG
-        if settings.processes > 1:
-            return Supervisor(sock, settings.processes, args.host, args.port).run()
+        if several:
+            socks = [sock]
+            while len(socks) < settings.processes:  # (port 0: the others join the port the first one got)
+                socks.append(bind(args.host, sock.getsockname()[1], reuse_port=True) if REUSE_PORT else sock)
+                if socks[-1] is None:
+                    for bound in socks[:-1]:
+                        bound.close()
+                    return EXIT_BAD_CONFIG
+            return Supervisor(socks, args.host, args.port).run()
     executor = torch_pool(settings.torch_workers, settings.torch_threads)
     model = load(settings, executor)
     if model is None:

@@ -2,11 +2,15 @@
 model copy, torch workers and queue.
 
 `python -m app` binds the port and, with more than one process, becomes a supervisor that serves nothing itself:
-it starts `python -m app` children that inherit the bound socket and accept from it side by side (the kernel
-hands each connection to one of them; a busy process is slower to accept, so the idle one takes more). The first
-child starts alone, so a bad artifact or device stops startup with that child's one-line error and not N copies
-of it; the others start once it is warm. Then the supervisor closes its own copy of the socket: when the last
-child closes its copy at shutdown, nothing holds connections that no one will answer.
+it binds one socket per child on the same address (SO_REUSEPORT) and starts `python -m app` children that each
+inherit theirs. The kernel spreads new connections over the sockets that listen, by a hash of each connection's
+addresses. With one socket shared by all, the process that woke first took whatever had arrived: wrk's 16
+connections, opened at once, left one process with nearly all of them, and keep-alive kept them there
+(docs/benchmarks.md). Without SO_REUSEPORT (not Linux) the children share one socket. The first child starts
+alone, so a bad artifact or device stops startup with that child's one-line error and not N copies of it; the
+others start once it is warm, and a socket gets connections only once its child listens, after its warm-up. Then
+the supervisor closes its own copies of the sockets: a child that drains answers what is left in its socket's
+backlog and closes it, and new connections go to the sockets still listening.
 
 What one process promises holds for all of them:
 - readiness: a child answers `/health/ready` 200 only while every child is warm (a marker file each, in a run
@@ -45,6 +49,9 @@ READY = "ready"
 METRICS = "metrics"
 METRICS_ENV = "PROMETHEUS_MULTIPROC_DIR"
 POLL_S = 0.05
+# One listening socket per child, balanced by the kernel: Linux's SO_REUSEPORT (elsewhere the option exists with
+# other semantics, or not at all).
+REUSE_PORT = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
 
 
 @dataclass(frozen=True)
@@ -85,9 +92,10 @@ def _die_with_parent() -> None:
 
 
 class Supervisor:
-    def __init__(self, sock: socket.socket, count: int, host: str, port: int):
-        self.sock = sock
-        self.count = count
+    def __init__(self, socks: list[socket.socket], host: str, port: int):
+        """`socks[i]` is child i's listening socket (the same one for all where there is no SO_REUSEPORT)."""
+        self.socks = socks
+        self.count = count = len(socks)
         self.host, self.port = host, port
         self.run_dir = Path(tempfile.mkdtemp(prefix="sentiment-"))
         (self.run_dir / READY).mkdir()
@@ -110,7 +118,8 @@ class Supervisor:
                 for index in range(1, self.count):
                     self._start(index)
                 log.info("started %d server processes on %s:%d", self.count, self.host, self.port)
-            self.sock.close()
+            for sock in self.socks:
+                sock.close()
             while len(self.exits) < len(self.children):
                 self._reap()
                 time.sleep(POLL_S)
@@ -126,12 +135,13 @@ class Supervisor:
 
     def _start(self, index: int) -> None:
         env = {**os.environ, METRICS_ENV: str(self.run_dir / METRICS)}
+        fd = self.socks[index].fileno()
         command = [sys.executable, "-m", "app", "--host", self.host, "--port", str(self.port),
-                   "--listen-fd", str(self.sock.fileno()), "--process", str(index), "--processes", str(self.count),
+                   "--listen-fd", str(fd), "--process", str(index), "--processes", str(self.count),
                    "--run-dir", str(self.run_dir)]
         # A process group of its own: a signal sent to the supervisor's group (Ctrl+C in a terminal, `kill -- -PGID`)
         # reaches the child once, forwarded, rather than twice, which would stop it without a drain.
-        self.children[index] = subprocess.Popen(command, env=env, pass_fds=(self.sock.fileno(),), process_group=0,
+        self.children[index] = subprocess.Popen(command, env=env, pass_fds=(fd,), process_group=0,
                                                 preexec_fn=_die_with_parent)  # noqa: PLW1509 - no threads here yet
 
     def _forward(self, sig: int, frame) -> None:

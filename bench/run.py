@@ -189,6 +189,9 @@ def run_meta(model, device: str) -> dict:
     try:
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
                                 check=True).stdout.strip()
+        if subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "app", "model", "bench"],
+                          capture_output=True, text=True, check=True).stdout.strip():
+            commit += " with uncommitted changes"  # the figures are not that commit's
     except (OSError, subprocess.SubprocessError):
         commit = "?"
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

@@ -304,6 +304,26 @@ def test_several_processes_are_ready_together_count_together_and_stop_together(s
     assert server.log().count("SIGTERM: draining") == 2
 
 
+def test_connections_opened_together_are_spread_over_the_processes(start_server):
+    """A client pool opening its keep-alive connections at once (as wrk does): with one socket shared by both
+    processes, the first to wake accepted nearly all of them. One socket each (SO_REUSEPORT) spreads them."""
+    server = start_server(SENTIMENT_PROCESSES="2")
+    server.wait_ready()
+    # Opened in one burst, before any is used: the kernel completes each handshake before a process accepts it.
+    conns = [socket.create_connection(("127.0.0.1", server.port), timeout=30) for _ in range(16)]
+    try:
+        for s in conns:
+            s.sendall(b"GET /health/live HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+        assert [int(s.recv(64).split()[1]) for s in conns] == [200] * 16
+    finally:
+        for s in conns:
+            s.close()
+    assert server.stop() == 0
+    served = [server.log().count(f"[process {i}] app.access: GET /health/live 200") for i in (0, 1)]
+    # Shared, it was 16 and 0, run after run. Spread by a hash, each gets some (both at least 1: p > 0.999).
+    assert sum(served) == 16 and min(served) >= 1, served
+
+
 def test_when_one_process_dies_the_others_stop_and_the_server_exits_non_zero(start_server):
     server = start_server(SENTIMENT_PROCESSES="2")
     server.wait_ready()
