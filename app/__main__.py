@@ -128,6 +128,23 @@ def bind(host: str, port: int, reuse_port: bool = False) -> socket.socket | None
     return sock
 
 
+def bind_each(host: str, port: int, count: int) -> list[socket.socket] | None:
+    """A listening socket for each of `count` server processes on one address (SO_REUSEPORT; where there is none,
+    one socket shared by all), or None after printing why not."""
+    first = bind(host, port, reuse_port=REUSE_PORT)
+    if first is None or not REUSE_PORT:
+        return None if first is None else [first] * count
+    socks = [first]
+    while len(socks) < count:
+        sock = bind(host, first.getsockname()[1], reuse_port=True)  # (port 0: the port the first one got)
+        if sock is None:
+            for bound in socks:
+                bound.close()
+            return None
+        socks.append(sock)
+    return socks
+
+
 def load(settings: Settings, executor):
     """The model, loaded on the thread that will run it (app.torch_pool), or None after printing why not."""
     try:
@@ -172,20 +189,13 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.log_level, settings.log_json, process=args.process if child else None)
     if child:
         sock, siblings = socket.socket(fileno=args.listen_fd), Siblings(args.run_dir, args.process, args.processes)
+    elif settings.processes > 1:
+        socks = bind_each(args.host, args.port, settings.processes)
+        return EXIT_BAD_CONFIG if socks is None else Supervisor(socks, args.host, args.port).run()
     else:
-        several = settings.processes > 1
-        sock, siblings = bind(args.host, args.port, reuse_port=several and REUSE_PORT), None
+        sock, siblings = bind(args.host, args.port), None
         if sock is None:
             return EXIT_BAD_CONFIG
-        if several:
-            socks = [sock]
-            while len(socks) < settings.processes:  # (port 0: the others join the port the first one got)
-                socks.append(bind(args.host, sock.getsockname()[1], reuse_port=True) if REUSE_PORT else sock)
-                if socks[-1] is None:
-                    for bound in socks[:-1]:
-                        bound.close()
-                    return EXIT_BAD_CONFIG
-            return Supervisor(socks, args.host, args.port).run()
     executor = torch_pool(settings.torch_workers, settings.torch_threads)
     model = load(settings, executor)
     if model is None:
