@@ -16,7 +16,7 @@ from pathlib import Path
 
 from model.artifact import DEFAULT_ARTIFACT
 
-# Written from the probe failures of 3.2.0 (model/probes.json, scored by `model.evaluate`); the tables above it are
+# Written from the probe failures of 3.3.0 (model/probes.json, scored by `model.evaluate`); the tables above it are
 # regenerated from the artifact's report each time the card is written.
 FAILURE_NOTES = """\
 - **Intensity is only partly ordered** (0.75 of the pairs): stronger wording does not reliably move the score
@@ -25,10 +25,9 @@ FAILURE_NOTES = """\
 - **Idioms without sentiment words** are read only as far as IMDB reviews use them: "I couldn't take my eyes off
   the screen", "It had me laughing out loud" and "I'd watch it again tomorrow" score below 0.5; "I kept checking
   my watch", "I'd rather watch paint dry" and "Don't bother." above. The n-gram model alone gets more of them right
-  (0.92 against 0.56 for the LSTM alone).
+  (0.92 against 0.64 for the LSTM alone).
 - **Negation** is mostly learned (synthetic negation sentences in training; 2.0.0 read "not bad" as negative), but
-  phrases it did not see as negations still fail: "I have no complaints", "does not disappoint", "not the disaster
-  the critics claimed".
+  phrases it did not see as negations still fail: "does not disappoint", "not the disaster the critics claimed".
 - **Contrast** follows "but" when the second clause carries a clear sentiment word; when it does not ("but the
   supporting cast saves the film", "but I'm glad I stayed", "Critics hated it, but I had a great time") the first
   clause can win.
@@ -83,8 +82,11 @@ def _model_section(config: dict, metrics: dict, blend) -> list[str]:
         f"reviews plus {cfg.get('synthetic_per_epoch', 0)} synthetic negation/contrast sentences per epoch "
         f"(`model/training/augment.py`), with adversarial training on its embeddings (eps "
         f"{cfg.get('adversarial_eps', 0)}); the blend of that LSTM and the n-gram model then labels the unlabelled "
-        "reviews with soft labels, and the LSTM trains on labelled + soft-labelled text (distillation). AdamW, "
-        f"early stopping on validation accuracy (best epoch: {metrics['best_epoch']}).",
+        "reviews with soft labels, and the LSTM trains on labelled + soft-labelled text (distillation)"
+        + (f"; last, {cfg['long_epochs']} epoch(s) on the labelled reviews read in windows of "
+           f"{cfg['long_max_tokens']} tokens (earlier stages: {cfg.get('max_train_tokens')})"
+           if cfg.get("long_epochs") else "")
+        + f". AdamW, early stopping on validation accuracy (best epoch: {metrics['best_epoch']}).",
         f"- {training['seconds'] / 60:.0f} min on {training['device']} ({training['hardware']}, "
         f"{training['cpu_threads']} threads), torch {training['torch']}. The history, per epoch, is in "
         "`metrics.json`.",

@@ -4,7 +4,7 @@
     python -m model.train --data ... --device cuda                            # the same on a GPU
     python -m model.train --smoke --out /tmp/artifact                        # seconds, synthetic text
 
-Stages (prepare, pretrain, ngram, supervised, teacher, distill, calibrate, report) save their results in --checkpoint-dir;
+Stages (prepare, pretrain, ngram, supervised, teacher, distill, long, calibrate, report) save their results in --checkpoint-dir;
 --resume continues a stopped run, --until ends after a stage. Validation is carved out of train (seeded,
 stratified) and picks every weight and setting; the test split is read once, by the report stage.
 """
@@ -51,6 +51,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--distill-epochs", type=int, default=d.distill_epochs,
                    help=f"epochs of the distillation stage over labelled + unlabelled reviews (0: skip it; default "
                         f"{d.distill_epochs}, at most 1 with --smoke)")
+    p.add_argument("--long-epochs", type=int, default=d.long_epochs,
+                   help="epochs of the last LSTM stage, on the labelled reviews read in windows of --long-max-tokens "
+                        "(0: skip it)")
+    p.add_argument("--long-max-tokens", type=int, default=d.long_max_tokens,
+                   help="the window of that stage: long reviews, cropped to --max-train-tokens before, read nearly "
+                        "whole")
+    p.add_argument("--long-lr-scale", type=float, default=d.long_lr_scale,
+                   help="that stage's peak rate as a share of --lr")
     p.add_argument("--patience", type=int, default=d.patience, help="end an LSTM stage after this many epochs "
                                                                     "without a better validation accuracy")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help="reviews per training step")
@@ -126,7 +134,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         # perfectly, the temperature collapses and every probability saturates (tests need graded ones).
         distill_epochs=min(a.distill_epochs, 1) if a.smoke else a.distill_epochs, patience=a.patience,
         batch_size=16 if a.smoke else a.batch_size, lr=1e-2 if a.smoke else a.lr,
-        distill_lr_scale=a.distill_lr_scale, weight_decay=a.weight_decay, adversarial_eps=a.adversarial_eps,
+        distill_lr_scale=a.distill_lr_scale, long_epochs=a.long_epochs,
+        long_max_tokens=a.long_max_tokens, long_lr_scale=a.long_lr_scale, weight_decay=a.weight_decay, adversarial_eps=a.adversarial_eps,
         synthetic_per_epoch=min(a.synthetic, 200) if a.smoke else a.synthetic,
         graded_per_epoch=min(a.graded, 100) if a.smoke else a.graded, crops=min(a.crops, 100) if a.smoke else a.crops,
         nb_epochs=a.nb_epochs, val_fraction=a.val_fraction, max_train_tokens=a.max_train_tokens,

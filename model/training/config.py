@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from model.artifact import DEFAULT_ARTIFACT
 from model.network import NetworkConfig
 
-STAGES = ("prepare", "pretrain", "ngram", "supervised", "teacher", "distill", "calibrate", "report")
+STAGES = ("prepare", "pretrain", "ngram", "supervised", "teacher", "distill", "long", "calibrate", "report")
 
 
 @dataclass
@@ -30,6 +30,9 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 2e-3
     distill_lr_scale: float = 0.5
+    long_epochs: int = 1
+    long_max_tokens: int = 800
+    long_lr_scale: float = 0.25
     weight_decay: float = 1e-2
     clip: float = 1.0
     adversarial_eps: float = 4.0
@@ -45,7 +48,7 @@ class TrainConfig:
     train_limit: int = 0
     unsup_limit: int = 0
     name: str = "imdb-lstm"
-    version: str = "3.2.0"
+    version: str = "3.3.0"
     evaluate_test: bool = True
     smoke: bool = False
     progress: bool = True

@@ -9,6 +9,8 @@ resume between stages (and between epochs of the LSTM stages):
                 from them, with soft labels
     distill     the LSTM trains on, on labelled + soft-labelled + synthetic (negation, contrast, graded intensity)
                 text: it learns what the blend knows
+    long        one more epoch on the labelled reviews in longer windows, at a lower rate: the earlier stages crop
+                long reviews to `max_train_tokens`, but serving reads them whole
     calibrate   blend weights, per-component calibration and temperature on validation; the artifact is written
     report      the test split, read once, and the behavioural probes
 
@@ -197,13 +199,15 @@ def synthetic_batch(run: Run, epoch: int) -> tuple[list[list[int]], torch.Tensor
     return run.encode(texts), torch.tensor(labels, dtype=torch.float)
 
 
-def fit_lstm(run: Run, stage: str, epochs: int, lr: float, examples) -> None:
+def fit_lstm(run: Run, stage: str, epochs: int, lr: float, examples, max_tokens: int | None = None) -> None:
     """Train the sequence path for up to `epochs` (early stopping on validation accuracy), checkpointing each epoch.
+    A review longer than `max_tokens` (default `max_train_tokens`) is read as a random window of that many tokens.
 
     `examples(epoch) -> (id lists, float targets)` gives one epoch's training set. The best weights over all LSTM
     stages are kept in lstm-best.pt; a stage starts from them.
     """
     cfg, network, device = run.cfg, run.network, run.device
+    max_tokens = max_tokens or cfg.max_train_tokens
     best_path, last_path = run.ckpt / "lstm-best.pt", run.ckpt / f"{stage}-last.pt"
     state = {"epoch": 0, "best_epoch": 0}
     rng = random.Random(f"{cfg.seed}-{stage}")
@@ -230,12 +234,12 @@ def fit_lstm(run: Run, stage: str, epochs: int, lr: float, examples) -> None:
         epoch = state["epoch"] + 1
         seqs, targets = examples(epoch)
         network.train()
-        batches = bucket_batches([min(len(s), cfg.max_train_tokens) for s in seqs], cfg.batch_size, rng)
+        batches = bucket_batches([min(len(s), max_tokens) for s in seqs], cfg.batch_size, rng)
         bar = tqdm(batches, desc=f"{stage} epoch {epoch}/{epochs}", disable=not cfg.progress, unit="batch",
                    dynamic_ncols=True)
         running, t0 = 0.0, time.time()
         for step, idx in enumerate(bar, 1):
-            ids, lengths = make_batch([seqs[i] for i in idx], cfg.max_train_tokens, rng, device)
+            ids, lengths = make_batch([seqs[i] for i in idx], max_tokens, rng, device)
             optimiser.zero_grad(set_to_none=True)
             loss = train_step(network, ids, lengths, targets[idx].to(device), cfg.adversarial_eps)
             nn.utils.clip_grad_norm_(params, cfg.clip)
@@ -312,6 +316,18 @@ def stage_distill(run: Run) -> None:
     fit_lstm(run, "distill", run.cfg.distill_epochs, run.cfg.lr * run.cfg.distill_lr_scale, examples)
 
 
+def stage_long(run: Run) -> None:
+    if not run.cfg.long_epochs:
+        return
+
+    def examples(epoch: int):
+        synthetic, labels = synthetic_batch(run, 3000 + epoch)
+        return run.train_ids + synthetic, torch.cat([run.train_y.float(), labels])
+
+    fit_lstm(run, "long", run.cfg.long_epochs, run.cfg.lr * run.cfg.long_lr_scale, examples,
+             max_tokens=run.cfg.long_max_tokens)
+
+
 def stage_calibrate(run: Run, started: float) -> dict:
     """Blend weights, one calibration per component (for the ablations) and the temperature, all on validation;
     then the artifact."""
@@ -373,7 +389,8 @@ def stage_report(run: Run) -> dict | None:
 
 
 LSTM_AND_DATA_STAGES = {"prepare": stage_prepare, "pretrain": stage_pretrain, "ngram": stage_ngram,
-                        "supervised": stage_supervised, "teacher": stage_teacher, "distill": stage_distill}
+                        "supervised": stage_supervised, "teacher": stage_teacher, "distill": stage_distill,
+                        "long": stage_long}
 
 
 def train(cfg: TrainConfig) -> dict:
