@@ -10,10 +10,10 @@ thousands of plain ones. Two rules keep that from hurting anyone:
   fit; one that could, but not behind the explanations already admitted, gets `ExplainBusy` with the time to wait
   (at the current speed, which load lowers). So an
   admitted explanation is one the lane expects to finish in time, rather than one that computes until its 504.
-- **Plain traffic first.** Explanations hold at most `slots` of the forward-pass workers (one fewer than there are,
-  and at least one), one request at a time per slot, and run as chunks of at most `max_batch_tokens` padded
-  tokens: a plain batch waits for at most one chunk, and with two or more workers one of them is always free
-  for plain batches.
+- **Plain traffic first.** Explanations run one request at a time (`slots`) on a thread of their own, which the
+  service starts at a lower CPU priority (`app.service.EXPLAIN_NICENESS`), as chunks of at most
+  `max_batch_tokens` padded tokens: no plain batch waits for a worker behind them, and on a busy machine they get
+  the CPU that plain traffic leaves, which lowers their measured speed and so admits fewer of them.
 
 Knows nothing of HTTP: it raises the domain errors of `app.failures`.
 """
@@ -67,10 +67,10 @@ class Ticket:
 
 
 class ExplainLane:
-    def __init__(self, model, run_in_worker: Callable[..., Awaitable], *, slots: int, max_words: int,
+    def __init__(self, model, run_in_thread: Callable[..., Awaitable], *, slots: int, max_words: int,
                  max_texts: int, batch_tokens: int, timeout_s: float):
         self.model = model
-        self._run = run_in_worker
+        self._run = run_in_thread
         self.slots = asyncio.Semaphore(slots)  # held by a request while its texts are explained
         self.slot_count = slots
         self.max_words = max_words
@@ -120,9 +120,8 @@ class ExplainLane:
     # -- running --------------------------------------------------------------------------------------------------
 
     async def explain(self, text: str) -> Explanation:
-        """Plan and run one text's occlusion on the workers, chunk by chunk (plain batches queued meanwhile run
-        between two chunks). The caller holds a slot (`async with lane.slots`). Cancelling it stops the work after
-        the chunk under way, which finishes on its worker unread."""
+        """Plan and run one text's occlusion, chunk by chunk. The caller holds a slot (`async with lane.slots`).
+        Cancelling it stops the work after the chunk under way, which finishes on its thread unread."""
         work, per_token = await self._plan(text)
         return work.result([await self._timed(chunk, per_token) for chunk in work.chunks])
 
@@ -134,15 +133,15 @@ class ExplainLane:
         await self._timed(work.chunks[0], per_token)
 
     async def _plan(self, text: str) -> tuple[Occlusion, float]:
-        """The text's occlusion, planned on a worker, and the estimated tokens (`explain_cost`) per padded token
-        of it: the lane's speed is counted in the units admission estimates in, so that a tokenizer that cuts
+        """The text's occlusion, planned on the lane's thread, and the estimated tokens (`explain_cost`) per padded
+        token of it: the lane's speed is counted in the units admission estimates in, so that a tokenizer that cuts
         more or fewer tokens per character than the estimate assumes does not skew admission."""
         work = await self._run(plan, self.model, text, self.max_words, self.batch_tokens)
         return work, explain_cost(text, self.max_words) / work.cost
 
     async def _timed(self, chunk: list, per_token: float):
-        """One chunk's logits; its time, which includes any wait for a worker (the lane's speed under the current
-        load), goes into the speed."""
+        """One chunk's logits; its time, which includes any wait of the lane's thread for a core (the lane's speed
+        under the current load), goes into the speed."""
         started = time.monotonic()
         logits = await self._run(self.model.logits, chunk)
         self._measured(per_token * chunk_cost(chunk), time.monotonic() - started)

@@ -28,6 +28,11 @@ log = logging.getLogger("app.service")
 WARM_UP_TEXTS = ["Warm-up.", "A longer warm-up text: the first forward passes allocate buffers and pick kernels, so "
                  "they run before the server reports ready rather than on a user's request. " * 8]
 
+# The explanation thread's nice value above the rest of the process. At 5 the kernel weighs a normal thread about
+# three times more: a plain batch or the event loop loses little to an explanation running beside it, while the
+# explanation still gets a share of a busy CPU (admission judges it on the speed it last measured).
+EXPLAIN_NICENESS = 5
+
 State = Literal["starting", "ready", "draining", "stopped", "failed"]
 
 
@@ -65,6 +70,11 @@ class Service:
         self._on_fatal = on_fatal
         # Every torch call of the process runs on this pool's threads (see app.torch_pool for why).
         self.torch_executor = torch_executor or torch_pool(settings.torch_workers, settings.torch_threads)
+        # Explanations run on a thread of their own at a lower CPU priority: a plain batch never waits behind an
+        # explanation for a worker, and on a busy machine the kernel gives explanations what plain traffic leaves
+        # (their measured speed drops, so admission answers 429 sooner).
+        self.explain_executor = torch_pool(1, settings.torch_threads, niceness=EXPLAIN_NICENESS,
+                                           name="sentiment-explain")
         # Requests asked to explain, from admission until answered: a drain waits for them as for queued texts.
         self._explaining = 0
         self._explained = asyncio.Event()
@@ -86,7 +96,7 @@ class Service:
                                max_queue_s=s.request_timeout_s / 2, workers=s.torch_workers)
         # One warm-up per worker thread, submitted together so that each thread of the pool runs one.
         await asyncio.gather(*(self.batcher.run_in_worker(self._warm_up) for _ in range(s.torch_workers)))
-        self.explainer = ExplainLane(self.model, self.batcher.run_in_worker, slots=max(1, s.torch_workers - 1),
+        self.explainer = ExplainLane(self.model, self._run_explaining, slots=1,
                                      max_words=s.max_explain_words, max_texts=s.max_explain_texts,
                                      batch_tokens=s.max_batch_tokens, timeout_s=s.request_timeout_s)
         try:
@@ -103,6 +113,9 @@ class Service:
                  self.model.device, memory.allocator())
         for advice in memory.advice():
             log.warning(advice)
+
+    async def _run_explaining(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.explain_executor, fn, *args)
 
     def _warm_up(self) -> None:
         self._predict([Text.of(t) for t in WARM_UP_TEXTS])
@@ -169,6 +182,7 @@ class Service:
                 await self._trimmer
         if self.batcher is not None:
             await self.batcher.stop()
+        self.explain_executor.shutdown(wait=False, cancel_futures=True)
         if self.state != "failed":
             self.state = "stopped"
 
@@ -278,18 +292,18 @@ class Service:
     # -- explanations -----------------------------------------------------------------------------------------------
 
     async def _explain(self, texts: list[str], gone: asyncio.Future, deadline: float) -> list[dict[str, Any]]:
-        """The texts' explanations, on the explain lane (`app.explainer`): never on the event loop, never alongside
-        more than its share of the forward-pass workers, and plain batches run between two chunks."""
+        """The texts' explanations, on the explain lane (`app.explainer`): never on the event loop, never on a
+        forward-pass worker, one request at a time on a thread of lower CPU priority."""
         work = asyncio.ensure_future(self._explain_in_lane(texts))
         try:
             done, _ = await asyncio.wait({work, gone}, timeout=max(0.0, deadline - time.monotonic()),
                                          return_when=asyncio.FIRST_COMPLETED)
         finally:
             # Waiting for the lane: it never runs. Running: it stops after the chunk under way, which finishes on
-            # its worker and nobody reads it.
+            # its thread and nobody reads it.
             work.cancel()
         if work in done:
-            if work.cancelled():  # the worker was shut down before it ran (shutdown grace ran out)
+            if work.cancelled():  # its thread was shut down before it ran (shutdown grace ran out)
                 raise self.refusal()
             try:
                 return work.result()
