@@ -125,25 +125,27 @@ class ExplainLane:
         work, per_token = await self._plan(text)
         return work.result([await self._timed(chunk, per_token) for chunk in work.chunks])
 
-    async def calibrate(self, text: str) -> None:
+    async def calibrate(self, text: str, run_in: Callable[..., Awaitable] | None = None) -> None:
         """Seed the speed with the first chunk of `text` (a full one, for a long text): admission by cost needs
-        a speed before the first request comes."""
+        a speed before the first request comes. `run_in` runs it instead of the lane's thread: a thread keeps the
+        memory its allocator arena grew to while it idles, so the service times it on a forward-pass worker, and
+        the lane's thread holds nothing until explanations are asked for."""
         self.tokens_per_s = self.peak_tokens_per_s = None
-        work, per_token = await self._plan(text)
-        await self._timed(work.chunks[0], per_token)
+        work, per_token = await self._plan(text, run_in)
+        await self._timed(work.chunks[0], per_token, run_in)
 
-    async def _plan(self, text: str) -> tuple[Occlusion, float]:
+    async def _plan(self, text: str, run_in: Callable[..., Awaitable] | None = None) -> tuple[Occlusion, float]:
         """The text's occlusion, planned on the lane's thread, and the estimated tokens (`explain_cost`) per padded
         token of it: the lane's speed is counted in the units admission estimates in, so that a tokenizer that cuts
         more or fewer tokens per character than the estimate assumes does not skew admission."""
-        work = await self._run(plan, self.model, text, self.max_words, self.batch_tokens)
+        work = await (run_in or self._run)(plan, self.model, text, self.max_words, self.batch_tokens)
         return work, explain_cost(text, self.max_words) / work.cost
 
-    async def _timed(self, chunk: list, per_token: float):
+    async def _timed(self, chunk: list, per_token: float, run_in: Callable[..., Awaitable] | None = None):
         """One chunk's logits; its time, which includes any wait of the lane's thread for a core (the lane's speed
         under the current load), goes into the speed."""
         started = time.monotonic()
-        logits = await self._run(self.model.logits, chunk)
+        logits = await (run_in or self._run)(self.model.logits, chunk)
         self._measured(per_token * chunk_cost(chunk), time.monotonic() - started)
         return logits
 

@@ -100,7 +100,7 @@ class Service:
                                      max_words=s.max_explain_words, max_texts=s.max_explain_texts,
                                      batch_tokens=s.max_batch_tokens, timeout_s=s.request_timeout_s)
         try:
-            await self.explainer.calibrate(WARM_UP_TEXTS[1])
+            await self.explainer.calibrate(WARM_UP_TEXTS[1], run_in=self.batcher.run_in_worker)
         except Exception:  # noqa: BLE001 - a model that cannot explain still serves; admission then skips cost
             log.warning("could not time an explanation at warm-up: explain requests are admitted without a cost "
                         "estimate until one has run", exc_info=True)

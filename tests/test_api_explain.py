@@ -190,8 +190,11 @@ class Recording:
         return getattr(self._inner, name)
 
     def started(self) -> None:
-        """Forget the server's start-up (its warm-up times one explanation chunk) and hold explanations."""
+        """Forget the server's start-up (its warm-up times one explanation chunk, on a forward-pass worker) and
+        hold explanations."""
         self.explain_calls = 0
+        self.explain_threads.clear()
+        self.explain_niceness.clear()
         self.explaining.clear()
         self.release.clear()
 
