@@ -4,9 +4,9 @@
     python -m model.train --data ... --device cuda                            # the same on a GPU
     python -m model.train --smoke --out /tmp/artifact                        # seconds, synthetic text
 
-Stages (prepare, pretrain, ngram, supervised, teacher, distill, long, calibrate, report) save their results in --checkpoint-dir;
---resume continues a stopped run, --until ends after a stage. Validation is carved out of train (seeded,
-stratified) and picks every weight and setting; the test split is read once, by the report stage.
+Stages (prepare, pretrain, ngram, supervised, teacher, distill, long, calibrate, report) save their results in
+--checkpoint-dir; --resume continues a stopped run, --until ends after a stage. Validation is carved out of train
+(seeded, stratified) and picks every weight and setting; the test split is read once, by the report stage.
 """
 
 from __future__ import annotations
@@ -134,8 +134,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         # perfectly, the temperature collapses and every probability saturates (tests need graded ones).
         distill_epochs=min(a.distill_epochs, 1) if a.smoke else a.distill_epochs, patience=a.patience,
         batch_size=16 if a.smoke else a.batch_size, lr=1e-2 if a.smoke else a.lr,
-        distill_lr_scale=a.distill_lr_scale, long_epochs=a.long_epochs,
-        long_max_tokens=a.long_max_tokens, long_lr_scale=a.long_lr_scale, weight_decay=a.weight_decay, adversarial_eps=a.adversarial_eps,
+        distill_lr_scale=a.distill_lr_scale, long_epochs=a.long_epochs, long_max_tokens=a.long_max_tokens,
+        long_lr_scale=a.long_lr_scale, weight_decay=a.weight_decay, adversarial_eps=a.adversarial_eps,
         synthetic_per_epoch=min(a.synthetic, 200) if a.smoke else a.synthetic,
         graded_per_epoch=min(a.graded, 100) if a.smoke else a.graded, crops=min(a.crops, 100) if a.smoke else a.crops,
         nb_epochs=a.nb_epochs, val_fraction=a.val_fraction, max_train_tokens=a.max_train_tokens,

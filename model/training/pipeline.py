@@ -199,6 +199,15 @@ def synthetic_batch(run: Run, epoch: int) -> tuple[list[list[int]], torch.Tensor
     return run.encode(texts), torch.tensor(labels, dtype=torch.float)
 
 
+def labelled_and_synthetic(run: Run, seed_offset: int):
+    """`examples` for `fit_lstm`: the labelled reviews plus each epoch's synthetic sentences (seeded per stage)."""
+    def examples(epoch: int):
+        synthetic, labels = synthetic_batch(run, seed_offset + epoch)
+        return run.train_ids + synthetic, torch.cat([run.train_y.float(), labels])
+
+    return examples
+
+
 def fit_lstm(run: Run, stage: str, epochs: int, lr: float, examples, max_tokens: int | None = None) -> None:
     """Train the sequence path for up to `epochs` (early stopping on validation accuracy), checkpointing each epoch.
     A review longer than `max_tokens` (default `max_train_tokens`) is read as a random window of that many tokens.
@@ -266,11 +275,7 @@ def fit_lstm(run: Run, stage: str, epochs: int, lr: float, examples, max_tokens:
 
 
 def stage_supervised(run: Run) -> None:
-    def examples(epoch: int):
-        synthetic, labels = synthetic_batch(run, epoch)
-        return run.train_ids + synthetic, torch.cat([run.train_y.float(), labels])
-
-    fit_lstm(run, "supervised", run.cfg.epochs, run.cfg.lr, examples)
+    fit_lstm(run, "supervised", run.cfg.epochs, run.cfg.lr, labelled_and_synthetic(run, 0))
 
 
 def stage_teacher(run: Run) -> None:
@@ -319,12 +324,7 @@ def stage_distill(run: Run) -> None:
 def stage_long(run: Run) -> None:
     if not run.cfg.long_epochs:
         return
-
-    def examples(epoch: int):
-        synthetic, labels = synthetic_batch(run, 3000 + epoch)
-        return run.train_ids + synthetic, torch.cat([run.train_y.float(), labels])
-
-    fit_lstm(run, "long", run.cfg.long_epochs, run.cfg.lr * run.cfg.long_lr_scale, examples,
+    fit_lstm(run, "long", run.cfg.long_epochs, run.cfg.lr * run.cfg.long_lr_scale, labelled_and_synthetic(run, 3000),
              max_tokens=run.cfg.long_max_tokens)
 
 
