@@ -290,7 +290,12 @@ def test_several_processes_are_ready_together_count_together_and_stop_together(s
 
     with ThreadPoolExecutor(8) as pool:  # new connections, side by side: both processes accept some
         assert list(pool.map(post, range(64))) == [200] * 64
-    served = {i: server.log().count(f"[process {i}] app.access: POST /predict 200") for i in (0, 1)}
+    # The access line is written after the answer is sent: wait (briefly) for the last ones to reach the log.
+    for _ in range(50):
+        served = {i: server.log().count(f"[process {i}] app.access: POST /predict 200") for i in (0, 1)}
+        if sum(served.values()) >= 64:
+            break
+        time.sleep(0.1)
     assert sum(served.values()) == 64, served
     metrics = httpx.get(server.url + "/metrics").text  # from either process: the sum over both
     assert 'sentiment_requests_total{status="200"} 64.0' in metrics, metrics
