@@ -79,10 +79,12 @@ def from_failure(exc: Exception) -> ServiceError:
         return ServiceError(ErrorCode.QUEUE_FULL, f"the server is at capacity ({exc.queue_depth} texts waiting): "
                             f"retry after {exc.retry_after_s} s", {"Retry-After": str(exc.retry_after_s)})
     if isinstance(exc, failures.ExplainBusy):
-        return ServiceError(ErrorCode.QUEUE_FULL, f"the explanations already admitted need about "
-                            f"{exc.waiting_s:.0f} s, too long for this one to finish in time: retry after "
-                            f"{exc.retry_after_s} s, or send it without explain",
-                            {"Retry-After": str(exc.retry_after_s)})
+        ahead = (f"the explanations already admitted need about {exc.waiting_s:.0f} s, too long for this one to "
+                 f"finish in time" if exc.waiting_s >= 1 else
+                 f"the server is busy: at the speed explanations run now, this one would need about "
+                 f"{exc.alone_s:.0f} s, more than its deadline leaves")
+        return ServiceError(ErrorCode.QUEUE_FULL, f"{ahead}: retry after {exc.retry_after_s} s, or send it without "
+                            f"explain", {"Retry-After": str(exc.retry_after_s)})
     if isinstance(exc, failures.ExplainTooLarge):
         return ServiceError(ErrorCode.EXPLAIN_TOO_LARGE, exc.message)
     if isinstance(exc, failures.Unavailable):

@@ -8,8 +8,11 @@ thousands of plain ones. Two rules keep that from hurting anyone:
   average over the chunks it ran; seeded at warm-up). A request that could not finish within the request deadline
   even at the lane's best speed is refused at once with `ExplainTooLarge`, which says how many of its texts would
   fit; one that could, but not behind the explanations already admitted, gets `ExplainBusy` with the time to wait
-  (at the current speed, which load lowers). So an
-  admitted explanation is one the lane expects to finish in time, rather than one that computes until its 504.
+  (at the current speed, which load lowers). A speed measured more than `STALE_S` ago, on an idle lane, is
+  measured again before admitting (a small chunk on the lane's own thread, awaited by every request that arrives
+  meanwhile): load that began since then would otherwise admit explanations at a speed the lane no longer has.
+  So an admitted explanation is one the lane expects to finish in time, rather than one that computes until its
+  504.
 - **Plain traffic first.** Explanations run one request at a time (`slots`) on a thread of their own, which the
   service starts at a lower CPU priority (`app.service.EXPLAIN_NICENESS`), as chunks of at most
   `max_batch_tokens` padded tokens: no plain batch waits for a worker behind them, and on a busy machine they get
@@ -33,6 +36,11 @@ from model.explain import Explanation, Occlusion, chunk_cost, explain_cost, plan
 HEADROOM = 0.6
 # The weight of the newest chunk in the moving average of the lane's speed.
 SMOOTHING = 0.2
+# A speed older than this (seconds) is measured again before a request is admitted on it.
+STALE_S = 5.0
+# The chunk that measures it again is this fraction of a full one: a full chunk takes seconds on a busy machine, and
+# every request that arrives meanwhile waits for the verdict.
+PROBE_FRACTION = 1 / 8
 
 
 class ExplainTooLarge(Exception):
@@ -44,12 +52,14 @@ class ExplainTooLarge(Exception):
 
 
 class ExplainBusy(Exception):
-    """Explanations already admitted leave no time for this one before its deadline."""
+    """At the speed the lane runs now, behind the explanations already admitted (`waiting_s` of them), this one
+    (`alone_s`) would not finish before its deadline."""
 
-    def __init__(self, retry_after_s: int, waiting_s: float):
-        super().__init__(f"explanations already admitted need about {waiting_s:.0f} s")
+    def __init__(self, retry_after_s: int, waiting_s: float, alone_s: float = 0.0):
+        super().__init__(f"explanations already admitted need about {waiting_s:.0f} s, this one {alone_s:.0f} s")
         self.retry_after_s = retry_after_s
         self.waiting_s = waiting_s
+        self.alone_s = alone_s
 
 
 @dataclass
@@ -82,10 +92,15 @@ class ExplainLane:
         # a passing flood has lowered (that is what 429 and Retry-After are for).
         self.peak_tokens_per_s: float | None = None
         self.backlog = 0  # estimated cost of the explanations admitted and not yet answered
+        self.measured_at = -math.inf  # time.monotonic() of the newest speed
+        # The probe chunk, its estimated tokens per padded token, and how much faster per token a full chunk runs
+        # (both timed at warm-up): the probe's speed times this is what a request's full chunks would get now.
+        self._probe: tuple[list, float, float] | None = None
+        self._probing: asyncio.Future | None = None
 
     # -- admission ------------------------------------------------------------------------------------------------
 
-    def admit(self, texts: list[str], deadline: float) -> Ticket:
+    async def admit(self, texts: list[str], deadline: float) -> Ticket:
         """A ticket for explaining `texts` by `deadline` (time.monotonic()), or ExplainTooLarge / ExplainBusy."""
         if len(texts) > self.max_texts:
             raise ExplainTooLarge(f"explain takes at most {self.max_texts} texts per request "
@@ -97,11 +112,15 @@ class ExplainLane:
             best = self.peak_tokens_per_s * self.slot_count
             if cost / best > HEADROOM * self.timeout_s:
                 raise ExplainTooLarge(self._too_large(costs, best, cost / best))
+            if not self.backlog and time.monotonic() - self.measured_at > STALE_S:
+                await self._measure_again()
             speed = self.tokens_per_s * self.slot_count
             alone_s = cost / speed
             waiting_s = self.backlog / speed
             if waiting_s + alone_s > HEADROOM * max(0.0, deadline - time.monotonic()):
-                raise ExplainBusy(max(1, min(60, math.ceil(waiting_s))), waiting_s)
+                # With nothing ahead it is the load that slowed the lane: its speed is measured again once stale.
+                retry_s = math.ceil(waiting_s) if self.backlog else math.ceil(STALE_S)
+                raise ExplainBusy(max(1, min(60, retry_s)), waiting_s, alone_s)
         self.backlog += cost
         return Ticket(cost, self)
 
@@ -133,6 +152,35 @@ class ExplainLane:
         self.tokens_per_s = self.peak_tokens_per_s = None
         work, per_token = await self._plan(text, run_in)
         await self._timed(work.chunks[0], per_token, run_in)
+        full_speed = self.tokens_per_s
+        probe = (await (run_in or self._run)(plan, self.model, text, self.max_words,
+                                             max(1, int(self.batch_tokens * PROBE_FRACTION)))).chunks[0]
+        # Twice, the faster: the first run of a new shape also pays for allocating its buffers.
+        probe_s = min([(await self._run_timed(probe, run_in))[1] for _ in range(2)])
+        probe_speed = per_token * chunk_cost(probe) / probe_s if probe_s > 0 else full_speed
+        self._probe = (probe, per_token, full_speed / probe_speed)
+
+    async def _measure_again(self) -> None:
+        """Time the probe chunk on the lane's thread now (one run, shared by every request awaiting it); its speed
+        replaces the stale one."""
+        if self._probe is None:
+            return
+        if self._probing is None:
+            self._probing = asyncio.ensure_future(self._run_probe())
+            self._probing.add_done_callback(lambda _: setattr(self, "_probing", None))
+        # Shielded: a request that goes away while waiting must not cancel the verdict the others wait for.
+        await asyncio.shield(self._probing)
+
+    async def _run_probe(self) -> None:
+        chunk, per_token, full_per_probe = self._probe
+        try:
+            _, seconds = await self._run_timed(chunk)
+        except Exception:  # noqa: BLE001 - the lane's thread is shutting down: admit on the speed there is
+            return
+        if seconds > 0:
+            self.tokens_per_s = full_per_probe * per_token * chunk_cost(chunk) / seconds
+            self.peak_tokens_per_s = max(self.peak_tokens_per_s or 0.0, self.tokens_per_s)
+        self.measured_at = time.monotonic()
 
     async def _plan(self, text: str, run_in: Callable[..., Awaitable] | None = None) -> tuple[Occlusion, float]:
         """The text's occlusion, planned on the lane's thread, and the estimated tokens (`explain_cost`) per padded
@@ -144,12 +192,17 @@ class ExplainLane:
     async def _timed(self, chunk: list, per_token: float, run_in: Callable[..., Awaitable] | None = None):
         """One chunk's logits; its time, which includes any wait of the lane's thread for a core (the lane's speed
         under the current load), goes into the speed."""
-        started = time.monotonic()
-        logits = await (run_in or self._run)(self.model.logits, chunk)
-        self._measured(per_token * chunk_cost(chunk), time.monotonic() - started)
+        logits, seconds = await self._run_timed(chunk, run_in)
+        self._measured(per_token * chunk_cost(chunk), seconds)
         return logits
 
+    async def _run_timed(self, chunk: list, run_in: Callable[..., Awaitable] | None = None):
+        started = time.monotonic()
+        logits = await (run_in or self._run)(self.model.logits, chunk)
+        return logits, time.monotonic() - started
+
     def _measured(self, estimated_tokens: float, seconds: float) -> None:
+        self.measured_at = time.monotonic()
         if seconds <= 0:
             return
         speed = estimated_tokens / seconds

@@ -210,7 +210,7 @@ class Service:
         `app.failures`: QueueFull, Unavailable, DeadlineExceeded, InferenceError, ExplainFailed, ClientGone."""
         if not self.ready:
             raise self.refusal()
-        ticket = self._admit_explanations(texts, deadline) if explain else None
+        ticket = await self._admit_explanations(texts, deadline) if explain else None
         try:
             with self._tracking(explain):
                 done = await self._classify(texts, deadline, client_gone)
@@ -225,9 +225,9 @@ class Service:
                 ticket.release()
                 self._explain_backlog_changed()
 
-    def _admit_explanations(self, texts: list[str], deadline: float) -> Ticket:
+    async def _admit_explanations(self, texts: list[str], deadline: float) -> Ticket:
         try:
-            ticket = self.explainer.admit(texts, deadline)
+            ticket = await self.explainer.admit(texts, deadline)
         except ExplainTooLarge:
             self.metrics.rejected.labels("explain_too_large").inc(len(texts))
             raise

@@ -1,14 +1,18 @@
 """Explain requests admitted by cost (app/explainer.py): refused at once when they could never finish in time
 (413) or not behind the explanations already admitted (429), the most texts per request, and the limits in
-GET /model and the OpenAPI page. The lane's speed is set by hand here, so the verdicts do not depend on how fast
-this machine is; tests/test_explain_flood.py floods a real server with its measured speed."""
+GET /model and the OpenAPI page, and a stale speed measured again before admitting. The lane's speed is set by hand
+here, so the verdicts do not depend on how fast this machine is; tests/test_explain_flood.py floods a real server
+with its measured speed."""
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 
 from test_api_explain import TEXTS, Recording
 
+from app.explainer import STALE_S
 from app.main import create_app
 from model.explain import explain_cost
 
@@ -19,6 +23,12 @@ def service_of(client):
     return client.app.state.service
 
 
+def assume_speed(lane, seconds_per_text: float) -> None:
+    """Set the lane's speed to `seconds_per_text` for LONG, as if just measured (so no probe replaces it)."""
+    lane.tokens_per_s = lane.peak_tokens_per_s = explain_cost(LONG, lane.max_words) / seconds_per_text
+    lane.measured_at = math.inf
+
+
 def test_a_request_that_could_never_finish_in_time_is_refused_at_once_with_what_would_fit(make_client,
                                                                                             loaded_model):
     model = Recording(loaded_model)
@@ -26,8 +36,7 @@ def test_a_request_that_could_never_finish_in_time_is_refused_at_once_with_what_
         model.started()
         model.release.set()
         lane = service_of(c).explainer
-        per_text = explain_cost(LONG, lane.max_words)
-        lane.tokens_per_s = lane.peak_tokens_per_s = per_text / 2.5  # 2.5 s a text: 2 fit in 0.6 x 10 s, 3 do not
+        assume_speed(lane, 2.5)  # 2 texts fit in 0.6 x 10 s, 3 do not
         r = c.post("/predict?explain=true", json={"texts": [LONG] * 4})
         assert r.status_code == 413, r.text
         error = r.json()["error"]
@@ -46,7 +55,7 @@ def test_a_request_that_could_never_finish_in_time_is_refused_at_once_with_what_
 def test_a_single_text_too_long_to_explain_in_time_is_told_to_be_shorter(make_client):
     with make_client(request_timeout_s=10.0) as c:
         lane = service_of(c).explainer
-        lane.tokens_per_s = lane.peak_tokens_per_s = explain_cost(LONG, lane.max_words) / 60.0
+        assume_speed(lane, 60.0)
         r = c.post("/predict", json={"text": LONG, "explain": True})
         assert r.status_code == 413, r.text
         assert "send a shorter text" in r.json()["error"]["message"]
@@ -70,11 +79,10 @@ def test_a_request_that_would_wait_past_its_deadline_behind_others_gets_429_with
         async with asgi(app) as c:
             model.started()
             lane = app.state.service.explainer
-            # 5 s of model time per text: one fits in 0.6 x 10 s, two do not
-            lane.tokens_per_s = lane.peak_tokens_per_s = explain_cost(LONG, lane.max_words) / 5.0
+            assume_speed(lane, 5.0)  # one text fits in 0.6 x 10 s, two do not
             first = asyncio.create_task(c.post("/predict?explain=true", json={"text": LONG}))
             await asyncio.to_thread(model.explaining.wait, 10)
-            lane.tokens_per_s = lane.peak_tokens_per_s = explain_cost(LONG, lane.max_words) / 5.0  # (moved by a chunk)
+            assume_speed(lane, 5.0)  # (moved by a chunk)
             second = await c.post("/predict?explain=true", json={"text": LONG})
             plain = await c.post("/predict", json={"text": LONG})
             backlog = (await c.get("/metrics")).text
@@ -89,6 +97,38 @@ def test_a_request_that_would_wait_past_its_deadline_behind_others_gets_429_with
     assert plain.status_code == 200  # plain traffic is not held behind explanations
     assert first.status_code == 200, first.text
     assert "sentiment_explain_backlog_seconds 5.0" in backlog, backlog
+
+
+def test_a_stale_speed_is_measured_again_once_before_admitting_so_a_slowed_lane_refuses_rather_than_504(
+        make_settings, loaded_model, asgi):
+    model = Recording(loaded_model)
+    app = create_app(make_settings(request_timeout_s=10.0), model=model)
+
+    async def main():
+        async with asgi(app) as c:
+            model.started()
+            model.release.set()
+            lane = app.state.service.explainer
+            calibrated = lane.tokens_per_s
+            # The speed was measured on an idle machine; since then the lane has slowed (load from elsewhere):
+            # at 1.5 s a chunk, LONG's dozens of chunks cannot finish in 10 s.
+            lane.measured_at = time.monotonic() - STALE_S - 1
+            model.delay_s = 1.5
+            started = time.monotonic()
+            first = await asyncio.gather(*(c.post("/predict?explain=true", json={"text": LONG}) for _ in range(3)))
+            first_s = time.monotonic() - started
+            probes = model.explain_calls
+            again = await c.post("/predict?explain=true", json={"text": LONG})  # the new speed is fresh: no probe
+            return calibrated, lane.tokens_per_s, first, first_s, probes, again, model.explain_calls
+
+    calibrated, measured, first, first_s, probes, again, calls = asyncio.run(main())
+    assert measured < calibrated / 5, (measured, calibrated)
+    for r in [*first, again]:
+        assert r.status_code == 429, r.text
+        assert r.headers["retry-after"] == str(math.ceil(STALE_S))
+        assert "at the speed explanations run now" in r.json()["error"]["message"], r.text
+    assert probes == 1 and calls == 1  # one probe chunk, shared by the three; nothing of LONG itself ran
+    assert first_s < 1.5 + 1.0
 
 
 def test_the_explain_limits_are_in_get_model_and_the_openapi_page(make_client):
