@@ -9,8 +9,9 @@ thousands of plain ones. Two rules keep that from hurting anyone:
   even at the lane's best speed is refused at once with `ExplainTooLarge`, which says how many of its texts would
   fit; one that could, but not behind the explanations already admitted, gets `ExplainBusy` with the time to wait
   (at the current speed, which load lowers). A speed measured more than `STALE_S` ago, on an idle lane, is
-  measured again before admitting (a small chunk on the lane's own thread, awaited by every request that arrives
-  meanwhile): load that began since then would otherwise admit explanations at a speed the lane no longer has.
+  measured again before admitting a request that a slower lane could not finish in time (a small chunk on the
+  lane's own thread, awaited by every request that arrives meanwhile): load that began since then would otherwise
+  admit explanations at a speed the lane no longer has.
   So an admitted explanation is one the lane expects to finish in time, rather than one that computes until its
   504.
 - **Plain traffic first.** Explanations run one request at a time (`slots`) on a thread of their own, which the
@@ -36,8 +37,11 @@ from model.explain import Explanation, Occlusion, chunk_cost, explain_cost, plan
 HEADROOM = 0.6
 # The weight of the newest chunk in the moving average of the lane's speed.
 SMOOTHING = 0.2
-# A speed older than this (seconds) is measured again before a request is admitted on it.
-STALE_S = 5.0
+# A speed older than this (seconds) is measured again before a request is admitted on it, unless the request would
+# fit even at SLOWDOWN times slower: measuring costs more than such a request (a short review costs a tenth of the
+# probe), and no load seen here slows the lane that much.
+STALE_S = 1.0
+SLOWDOWN = 10.0
 # The chunk that measures it again is this fraction of a full one: a full chunk takes seconds on a busy machine, and
 # every request that arrives meanwhile waits for the verdict.
 PROBE_FRACTION = 1 / 8
@@ -112,7 +116,9 @@ class ExplainLane:
             best = self.peak_tokens_per_s * self.slot_count
             if cost / best > HEADROOM * self.timeout_s:
                 raise ExplainTooLarge(self._too_large(costs, best, cost / best))
-            if not self.backlog and time.monotonic() - self.measured_at > STALE_S:
+            if (not self.backlog and time.monotonic() - self.measured_at > STALE_S
+                    and SLOWDOWN * cost / (self.tokens_per_s * self.slot_count)
+                    > HEADROOM * max(0.0, deadline - time.monotonic())):
                 await self._measure_again()
             speed = self.tokens_per_s * self.slot_count
             alone_s = cost / speed

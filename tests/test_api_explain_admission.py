@@ -131,6 +131,18 @@ def test_a_stale_speed_is_measured_again_once_before_admitting_so_a_slowed_lane_
     assert first_s < 1.5 + 1.0
 
 
+def test_a_short_text_is_explained_on_a_stale_speed_without_measuring_it_again(make_client, loaded_model):
+    model = Recording(loaded_model)
+    with make_client(model=model) as c:
+        model.started()
+        model.release.set()
+        lane = service_of(c).explainer
+        lane.measured_at = time.monotonic() - STALE_S - 1
+        r = c.post("/predict?explain=true", json={"text": TEXTS[0]})
+        assert r.status_code == 200, r.text
+        assert model.explain_calls == 1  # its one chunk; the probe would cost more than the explanation
+
+
 def test_the_explain_limits_are_in_get_model_and_the_openapi_page(make_client):
     with make_client(max_explain_texts=5, max_explain_words=100) as c:
         limits = c.get("/model").json()["limits"]
