@@ -159,6 +159,8 @@ class ExplainLane:
         work, per_token = await self._plan(text, run_in)
         await self._timed(work.chunks[0], per_token, run_in)
         full_speed = self.tokens_per_s
+        if not full_speed:  # not timed (a clock too coarse for one chunk): no probe, the first request times it
+            return
         probe = (await (run_in or self._run)(plan, self.model, text, self.max_words,
                                              max(1, int(self.batch_tokens * PROBE_FRACTION)))).chunks[0]
         # Twice, the faster: the first run of a new shape also pays for allocating its buffers.
@@ -181,7 +183,8 @@ class ExplainLane:
         chunk, per_token, full_per_probe = self._probe
         try:
             _, seconds = await self._run_timed(chunk)
-        except Exception:  # noqa: BLE001 - the lane's thread is shutting down: admit on the speed there is
+        except (Exception, asyncio.CancelledError):  # noqa: BLE001
+            # The lane's thread is shutting down (its queued work cancelled): admit on the speed there is.
             return
         if seconds > 0:
             self.tokens_per_s = full_per_probe * per_token * chunk_cost(chunk) / seconds
