@@ -25,12 +25,15 @@ Knows nothing of HTTP: it raises the domain errors of `app.failures`.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from model.explain import Explanation, Occlusion, chunk_cost, explain_cost, plan
+
+log = logging.getLogger("app.explainer")
 
 # Admission aims to finish within this share of the time left: the speed is a moving average that load can lower
 # after admission, and the plain classification of the same texts runs first.
@@ -187,8 +190,10 @@ class ExplainLane:
             # The lane's thread is shutting down (its queued work cancelled): admit on the speed there is.
             return
         if seconds > 0:
-            self.tokens_per_s = full_per_probe * per_token * chunk_cost(chunk) / seconds
+            was, self.tokens_per_s = self.tokens_per_s, full_per_probe * per_token * chunk_cost(chunk) / seconds
             self.peak_tokens_per_s = max(self.peak_tokens_per_s or 0.0, self.tokens_per_s)
+            log.debug("explain speed measured again: %.0f tokens/s (was %.0f, fastest %.0f)", self.tokens_per_s,
+                      was, self.peak_tokens_per_s)
         self.measured_at = time.monotonic()
 
     async def _plan(self, text: str, run_in: Callable[..., Awaitable] | None = None) -> tuple[Occlusion, float]:
