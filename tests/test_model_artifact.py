@@ -122,6 +122,14 @@ def test_resume_continues_exactly(tmp_path):
     assert (tmp_path / "a" / "weights.pt").read_bytes() == (tmp_path / "b" / "weights.pt").read_bytes()
 
 
+def test_without_distillation_no_teacher_labels_are_computed(tmp_path):
+    subprocess.run([sys.executable, "-m", "model.train", "--smoke", "--distill-epochs", "0", "--out",
+                    str(tmp_path / "a"), "--checkpoint-dir", str(tmp_path / "ca")], cwd=ROOT, check=True,
+                   capture_output=True, timeout=120)
+    assert (tmp_path / "a" / "weights.pt").is_file()
+    assert not (tmp_path / "ca" / "teacher.pt").exists()  # soft labels nobody would train on
+
+
 def test_shipped_artifact_is_small_and_verified():
     if not (DEFAULT_ARTIFACT / "config.json").is_file():
         pytest.skip(f"no shipped artifact at {DEFAULT_ARTIFACT}")

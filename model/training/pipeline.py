@@ -282,7 +282,7 @@ def stage_teacher(run: Run) -> None:
     """Soft labels for the unlabelled reviews from the blend of the LSTM and the n-gram model (fitted on
     validation). Without an n-gram model the LSTM labels them alone (self-distillation)."""
     path = run.ckpt / "teacher.pt"
-    if not run.unsup_ids or (run.cfg.resume and path.is_file()):
+    if not run.unsup_ids or not run.cfg.distill_epochs or (run.cfg.resume and path.is_file()):
         return
     t0 = time.time()
     val = predict_components(run.network, run.val_ids, run.device)
