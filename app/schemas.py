@@ -116,7 +116,7 @@ class Prediction(BaseModel):
     tokens: int = Field(ge=0, description="Tokens the model read (all of the text).", examples=[15])
     truncated: bool = Field(description="Whether the text was cut or windowed before the model read it. The "
                                         "model reads whole reviews, so this is false.", examples=[False])
-    model_version: str = Field(description="Version of the model that answered.", examples=["3.3.0"])
+    model_version: str = Field(description="Version of the model that answered.", examples=["3.4.0"])
     # Absent (not null) unless asked for, hence no `null` in the schema.
     explanation: Explanation | SkipJsonSchema[None] = Field(
         None, description="Only when the request asked for it (`?explain=true` or `\"explain\": true`).")
@@ -172,7 +172,7 @@ class ModelCard(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     name: str = Field(examples=["imdb-lstm"])
-    version: str = Field(examples=["3.3.0"])
+    version: str = Field(examples=["3.4.0"])
     labels: list[str] = Field(examples=[["negative", "positive"]])
     architecture: dict[str, Any] = Field(description="Network hyper-parameters.",
                                          examples=[{"embed_dim": 128, "hidden_dim": 128, "bidirectional": True}])

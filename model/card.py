@@ -16,21 +16,21 @@ from pathlib import Path
 
 from model.artifact import DEFAULT_ARTIFACT
 
-# Written from the probe failures of 3.3.0 (model/probes.json, scored by `model.evaluate`); the tables above it are
+# Written from the probe failures of 3.4.0 (model/probes.json, scored by `model.evaluate`); the tables above it are
 # regenerated from the artifact's report each time the card is written.
 FAILURE_NOTES = """\
 - **Intensity is only partly ordered** (0.75 of the pairs): stronger wording does not reliably move the score
   further: "Hilarious from start to finish" scores below "Funny in places", "the worst thing I have ever seen" less
   negative than "bad". Probabilities say how sure the model is of the label, not how strong the opinion is.
 - **Idioms without sentiment words** are read only as far as IMDB reviews use them: "I couldn't take my eyes off
-  the screen", "It had me laughing out loud" and "I'd watch it again tomorrow" score below 0.5; "I kept checking
-  my watch", "I'd rather watch paint dry" and "Don't bother." above. The n-gram model alone gets more of them right
-  (0.92 against 0.64 for the LSTM alone).
+  the screen", "It had me laughing out loud", "Two hours flew by" and "I've already seen it three times" score
+  below 0.5; "I kept checking my watch", "I'd rather watch paint dry" and "Don't bother." above. The n-gram model
+  alone gets more of them right (0.92 against 0.60 for the LSTM alone).
 - **Negation** is mostly learned (synthetic negation sentences in training; 2.0.0 read "not bad" as negative), but
-  phrases it did not see as negations still fail: "does not disappoint", "not the disaster the critics claimed".
+  phrases it did not see as negations still fail: "does not disappoint", "I have no complaints about this film",
+  "It doesn't live up to the hype".
 - **Contrast** follows "but" when the second clause carries a clear sentiment word; when it does not ("but the
-  supporting cast saves the film", "but I'm glad I stayed", "Critics hated it, but I had a great time") the first
-  clause can win.
+  supporting cast saves the film", "but I'm glad I stayed") the first clause can win.
 - **Very short texts** are far from the training data (reviews of hundreds of words): ratings spelt out ("Ten out
   of ten", "Five stars") and "So much fun" score below 0.5.
 - **Other domains and languages**: trained only on English movie reviews; accuracy and calibration elsewhere are
@@ -72,7 +72,8 @@ def _model_section(config: dict, metrics: dict, blend) -> list[str]:
         "## Training data and procedure", "",
         f"- IMDB Large Movie Review Dataset (Maas et al., 2011): {training['train_reviews']} training reviews, "
         f"{val['size']} held out for validation (stratified, seed {training['seed']}), "
-        f"{training['unlabelled_reviews']} unlabelled reviews for the word vectors, tokenizer and distillation. "
+        f"{training['unlabelled_reviews']} unlabelled reviews for the word vectors, tokenizer"
+        f"{', language model and distillation' if cfg.get('distill_epochs') else ' and language model'}. "
         "Nothing was fitted or selected on the test split; it was read once, for the numbers below.",
         "- Stages (`python -m model.train --help`): "
         + (f"the embedding and the LSTM pre-trained as forward and backward language models on the train + "
@@ -81,8 +82,10 @@ def _model_section(config: dict, metrics: dict, blend) -> list[str]:
         + "the n-gram model on the training split; the LSTM on the labelled "
         f"reviews plus {cfg.get('synthetic_per_epoch', 0)} synthetic negation/contrast sentences per epoch "
         f"(`model/training/augment.py`), with adversarial training on its embeddings (eps "
-        f"{cfg.get('adversarial_eps', 0)}); the blend of that LSTM and the n-gram model then labels the unlabelled "
-        "reviews with soft labels, and the LSTM trains on labelled + soft-labelled text (distillation)"
+        f"{cfg.get('adversarial_eps', 0)})"
+        + ("; the blend of that LSTM and the n-gram model then labels the unlabelled reviews with soft labels, and "
+           f"the LSTM trains on labelled + soft-labelled text ({cfg['distill_epochs']} epoch(s) of distillation)"
+           if cfg.get("distill_epochs") else "")
         + (f"; last, {cfg['long_epochs']} epoch(s) on the labelled reviews read in windows of "
            f"{cfg['long_max_tokens']} tokens (earlier stages: {cfg.get('max_train_tokens')})"
            if cfg.get("long_epochs") else "")

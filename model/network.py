@@ -31,7 +31,7 @@ COMPONENTS = ("lstm", "ngram")
 class NetworkConfig:
     vocab_size: int = 30000
     embed_dim: int = 128
-    hidden_dim: int = 128
+    hidden_dim: int = 160
     num_layers: int = 1
     bidirectional: bool = True
     pooling: str = "max_mean"

@@ -28,7 +28,7 @@ UNICODE = {
 }
 
 
-def check_result(result: dict, model_version: str = "3.3.0") -> None:
+def check_result(result: dict, model_version: str = "3.4.0") -> None:
     assert set(result) == {"label", "probabilities", "tokens", "truncated", "model_version"}
     p = result["probabilities"]
     assert 0 <= p["positive"] <= 1 and math.isclose(p["positive"] + p["negative"], 1, abs_tol=1e-9)

@@ -69,13 +69,13 @@ def test_evaluate_writes_the_report_interface_as_json(smoke_artifact, tmp_path):
     assert set(report["probes"]) == CATEGORIES
 
 
-# Floors for the shipped model, about two probes below what 3.3.0 measured (python -m model.evaluate; its rates:
-# full model contrast 0.867, idiom 0.72, intensity 0.75, negated_negative 0.938, negated_positive 1.0, short 0.885;
-# the LSTM alone negated_negative 0.969, negated_positive 0.969, contrast 0.9). A retrain that reads negation or
+# Floors for the shipped model, about two probes below what 3.4.0 measured (python -m model.evaluate; its rates:
+# full model contrast 0.933, idiom 0.64, intensity 0.75, negated_negative 0.938, negated_positive 0.969, short 0.885;
+# the LSTM alone negated_negative 0.938, negated_positive 0.969, contrast 0.933). A retrain that reads negation or
 # contrast as a bag of words fails here.
-FLOORS = {"negated_negative": 0.84, "negated_positive": 0.93, "contrast": 0.83, "idiom": 0.64, "short": 0.8,
+FLOORS = {"negated_negative": 0.87, "negated_positive": 0.9, "contrast": 0.86, "idiom": 0.56, "short": 0.8,
           "intensity": 0.65}
-LSTM_FLOORS = {"negated_negative": 0.87, "negated_positive": 0.9, "contrast": 0.83}
+LSTM_FLOORS = {"negated_negative": 0.87, "negated_positive": 0.9, "contrast": 0.86}
 
 
 def test_the_shipped_model_reads_negation_contrast_and_intensity(shipped_artifact):

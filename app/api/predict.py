@@ -51,7 +51,7 @@ _EXAMPLES = {
     "explain": {"summary": "One review, explained", "value": {"text": EXAMPLE_TEXT, "explain": True}},
 }
 _RESULT = {"label": "positive", "probabilities": {"positive": 0.97, "negative": 0.03}, "tokens": 15,
-           "truncated": False, "model_version": "3.3.0"}
+           "truncated": False, "model_version": "3.4.0"}
 _NEGATIVE = {**_RESULT, "label": "negative", "probabilities": {"positive": 0.04, "negative": 0.96}, "tokens": 14}
 _WEIGHTS = {"moving": 0.08, "beautifully": 0.11, "acted": 0.02, "loved": 0.21, "every": 0.03, "minute": -0.01}
 _WORDS = [{"word": m.group(), "start": m.start(), "end": m.end(), "weight": _WEIGHTS.get(m.group(), 0.0)}

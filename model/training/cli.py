@@ -48,9 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pre-training reads a random window of this many tokens of longer reviews")
     p.add_argument("--epochs", type=int, default=None, help=f"epochs of the supervised stage (default {d.epochs}; "
                                                            f"6 with --smoke)")
-    p.add_argument("--distill-epochs", type=int, default=d.distill_epochs,
-                   help=f"epochs of the distillation stage over labelled + unlabelled reviews (0: skip it; default "
-                        f"{d.distill_epochs}, at most 1 with --smoke)")
+    p.add_argument("--distill-epochs", type=int, default=None,
+                   help=f"epochs of the distillation stage over labelled + unlabelled reviews, taught by the blend "
+                        f"of the LSTM and the n-gram model (0: skip it; default {d.distill_epochs}; 1 with --smoke, "
+                        f"which runs at most 1)")
     p.add_argument("--long-epochs", type=int, default=d.long_epochs,
                    help="epochs of the last LSTM stage, on the labelled reviews read in windows of --long-max-tokens "
                         "(0: skip it)")
@@ -109,6 +110,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     a = build_parser().parse_args(argv)
     d = TrainConfig()
     data = a.data
+    distill = a.distill_epochs if a.distill_epochs is not None else (1 if a.smoke else d.distill_epochs)
     if a.download:
         bar = tqdm(unit="B", unit_scale=True, desc="download")
 
@@ -130,9 +132,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         device=a.device, threads=a.threads, lm_epochs=min(a.lm_epochs, 1) if a.smoke else a.lm_epochs, lm_lr=a.lm_lr,
         lm_negatives=min(a.lm_negatives, 64) if a.smoke else a.lm_negatives, lm_max_tokens=a.lm_max_tokens,
         epochs=a.epochs or (6 if a.smoke else d.epochs),
-        # Smoke runs keep one distillation epoch: with two, the tiny model separates its synthetic validation split
-        # perfectly, the temperature collapses and every probability saturates (tests need graded ones).
-        distill_epochs=min(a.distill_epochs, 1) if a.smoke else a.distill_epochs, patience=a.patience,
+        # Smoke runs keep at most one distillation epoch: with two, the tiny model separates its synthetic validation
+        # split perfectly, the temperature collapses and every probability saturates (tests need graded ones).
+        distill_epochs=(min(distill, 1) if a.smoke else distill), patience=a.patience,
         batch_size=16 if a.smoke else a.batch_size, lr=1e-2 if a.smoke else a.lr,
         distill_lr_scale=a.distill_lr_scale, long_epochs=a.long_epochs, long_max_tokens=a.long_max_tokens,
         long_lr_scale=a.long_lr_scale, weight_decay=a.weight_decay, adversarial_eps=a.adversarial_eps,

@@ -20,12 +20,12 @@ class TrainConfig:
     seed: int = 13
     device: str = "auto"
     threads: int = 0
-    lm_epochs: int = 1
+    lm_epochs: int = 2
     lm_lr: float = 2e-3
     lm_negatives: int = 512
     lm_max_tokens: int = 128
     epochs: int = 4
-    distill_epochs: int = 3
+    distill_epochs: int = 0
     patience: int = 2
     batch_size: int = 64
     lr: float = 2e-3
@@ -48,7 +48,7 @@ class TrainConfig:
     train_limit: int = 0
     unsup_limit: int = 0
     name: str = "imdb-lstm"
-    version: str = "3.3.0"
+    version: str = "3.4.0"
     evaluate_test: bool = True
     smoke: bool = False
     progress: bool = True
