@@ -8,7 +8,7 @@ thousands of plain ones. Two rules keep that from hurting anyone:
   average over the chunks it ran; seeded at warm-up). A request that could not finish within the request deadline
   even at the lane's best speed is refused at once with `ExplainTooLarge`, which says how many of its texts would
   fit; one that could, but not behind the explanations already admitted, gets `ExplainBusy` with the time to wait
-  (at the current speed, which load lowers). A speed measured more than `STALE_S` ago, on an idle lane, is
+  (at the current speed, which load lowers: the slower of the average and the newest chunk). A speed measured more than `STALE_S` ago, on an idle lane, is
   measured again before admitting a request that a slower lane could not finish in time (a small chunk on the
   lane's own thread, awaited by every request that arrives meanwhile): load that began since then would otherwise
   admit explanations at a speed the lane no longer has.
@@ -95,6 +95,9 @@ class ExplainLane:
         self.batch_tokens = batch_tokens
         self.timeout_s = timeout_s
         self.tokens_per_s: float | None = None  # estimated tokens (explain_cost) per second; None until measured
+        # The newest chunk's speed alone: admission goes by the slower of it and the average, so that a lane that
+        # load has just slowed is seen at once, not after the average has caught up with it.
+        self.newest_tokens_per_s: float | None = None
         # The fastest the lane has gone: whether a request could *ever* fit is judged on it, not on a speed that
         # a passing flood has lowered (that is what 429 and Retry-After are for).
         self.peak_tokens_per_s: float | None = None
@@ -106,6 +109,11 @@ class ExplainLane:
         self._probing: asyncio.Future | None = None
 
     # -- admission ------------------------------------------------------------------------------------------------
+
+    @property
+    def speed(self) -> float | None:
+        """The tokens per second admission goes by: the slower of the moving average and the newest chunk."""
+        return min(self.tokens_per_s, self.newest_tokens_per_s or math.inf) if self.tokens_per_s else None
 
     async def admit(self, texts: list[str], deadline: float) -> Ticket:
         """A ticket for explaining `texts` by `deadline` (time.monotonic()), or ExplainTooLarge / ExplainBusy."""
@@ -123,7 +131,7 @@ class ExplainLane:
                     and SLOWDOWN * cost / (self.tokens_per_s * self.slot_count)
                     > HEADROOM * max(0.0, deadline - time.monotonic())):
                 await self._measure_again()
-            speed = self.tokens_per_s * self.slot_count
+            speed = self.speed * self.slot_count
             alone_s = cost / speed
             waiting_s = self.backlog / speed
             if waiting_s + alone_s > HEADROOM * max(0.0, deadline - time.monotonic()):
@@ -158,7 +166,7 @@ class ExplainLane:
         a speed before the first request comes. `run_in` runs it instead of the lane's thread: a thread keeps the
         memory its allocator arena grew to while it idles, so the service times it on a forward-pass worker, and
         the lane's thread holds nothing until explanations are asked for."""
-        self.tokens_per_s = self.peak_tokens_per_s = None
+        self.tokens_per_s = self.peak_tokens_per_s = self.newest_tokens_per_s = None
         work, per_token = await self._plan(text, run_in)
         await self._timed(work.chunks[0], per_token, run_in)
         full_speed = self.tokens_per_s
@@ -191,6 +199,7 @@ class ExplainLane:
             return
         if seconds > 0:
             was, self.tokens_per_s = self.tokens_per_s, full_per_probe * per_token * chunk_cost(chunk) / seconds
+            self.newest_tokens_per_s = self.tokens_per_s
             self.peak_tokens_per_s = max(self.peak_tokens_per_s or 0.0, self.tokens_per_s)
             log.debug("explain speed measured again: %.0f tokens/s (was %.0f, fastest %.0f)", self.tokens_per_s,
                       was, self.peak_tokens_per_s)
@@ -219,7 +228,7 @@ class ExplainLane:
         self.measured_at = time.monotonic()
         if seconds <= 0:
             return
-        speed = estimated_tokens / seconds
+        speed = self.newest_tokens_per_s = estimated_tokens / seconds
         self.tokens_per_s = speed if self.tokens_per_s is None else (
             (1 - SMOOTHING) * self.tokens_per_s + SMOOTHING * speed)
         self.peak_tokens_per_s = max(self.peak_tokens_per_s or 0.0, self.tokens_per_s)

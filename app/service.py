@@ -238,7 +238,7 @@ class Service:
         return ticket
 
     def _explain_backlog_changed(self) -> None:
-        speed = self.explainer.tokens_per_s
+        speed = self.explainer.speed
         self.metrics.explain_backlog_seconds.set(self.explainer.backlog / speed if speed else 0.0)
 
     @contextlib.contextmanager

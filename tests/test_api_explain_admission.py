@@ -25,7 +25,8 @@ def service_of(client):
 
 def assume_speed(lane, seconds_per_text: float) -> None:
     """Set the lane's speed to `seconds_per_text` for LONG, as if just measured (so no probe replaces it)."""
-    lane.tokens_per_s = lane.peak_tokens_per_s = explain_cost(LONG, lane.max_words) / seconds_per_text
+    lane.tokens_per_s = lane.peak_tokens_per_s = lane.newest_tokens_per_s = (explain_cost(LONG, lane.max_words)
+                                                                            / seconds_per_text)
     lane.measured_at = math.inf
 
 
@@ -68,6 +69,18 @@ def test_more_texts_than_max_explain_texts_is_413_and_says_the_setting(make_clie
         message = r.json()["error"]["message"]
         assert "at most 3 texts" in message and "SENTIMENT_MAX_EXPLAIN_TEXTS" in message
         assert c.post("/predict?explain=true", json={"texts": TEXTS[:3]}).status_code == 200
+
+
+def test_a_lane_that_its_newest_chunk_shows_slowed_refuses_before_its_average_catches_up(make_client):
+    with make_client(request_timeout_s=10.0) as c:
+        lane = service_of(c).explainer
+        assume_speed(lane, 1.0)  # on the average, one text takes 1 s of the 6 s admission allows
+        lane.newest_tokens_per_s = lane.tokens_per_s / 8  # but the newest chunk ran eight times slower
+        r = c.post("/predict?explain=true", json={"text": LONG})
+        assert r.status_code == 429, r.text
+        assert "would need about 8 s" in r.json()["error"]["message"], r.json()["error"]["message"]
+        lane.newest_tokens_per_s = lane.tokens_per_s
+        assert c.post("/predict?explain=true", json={"text": LONG}).status_code == 200
 
 
 def test_a_request_that_would_wait_past_its_deadline_behind_others_gets_429_with_retry_after(make_settings,
