@@ -8,10 +8,10 @@ thousands of plain ones. Two rules keep that from hurting anyone:
   average over the chunks it ran; seeded at warm-up). A request that could not finish within the request deadline
   even at the lane's best speed is refused at once with `ExplainTooLarge`, which says how many of its texts would
   fit; one that could, but not behind the explanations already admitted, gets `ExplainBusy` with the time to wait
-  (at the current speed, which load lowers: the slower of the average and the newest chunk). A speed measured more than `STALE_S` ago, on an idle lane, is
-  measured again before admitting a request that a slower lane could not finish in time (a small chunk on the
-  lane's own thread, awaited by every request that arrives meanwhile): load that began since then would otherwise
-  admit explanations at a speed the lane no longer has.
+  (at the current speed, which load lowers: the slower of the average and the newest chunk). A speed measured
+  more than `STALE_S` ago, on an idle lane, is measured again before admitting a request that a slower lane could
+  not finish in time (a small chunk on the lane's own thread, awaited by every request that arrives meanwhile):
+  load that began since then would otherwise admit explanations at a speed the lane no longer has.
   So an admitted explanation is one the lane expects to finish in time, rather than one that computes until its
   504.
 - **Plain traffic first.** Explanations run one request at a time (`slots`) on a thread of their own, which the
