@@ -113,7 +113,8 @@ class ExplainLane:
     @property
     def speed(self) -> float | None:
         """The tokens per second admission goes by: the slower of the moving average and the newest chunk."""
-        return min(self.tokens_per_s, self.newest_tokens_per_s or math.inf) if self.tokens_per_s else None
+        # Both are set together, by every chunk and probe timed.
+        return min(self.tokens_per_s, self.newest_tokens_per_s) if self.tokens_per_s else None
 
     async def admit(self, texts: list[str], deadline: float) -> Ticket:
         """A ticket for explaining `texts` by `deadline` (time.monotonic()), or ExplainTooLarge / ExplainBusy."""

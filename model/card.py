@@ -52,6 +52,12 @@ def _blend(artifact: Path) -> tuple[float, float, float] | None:
     return w[0], w[1], float(state["blend.bias"])
 
 
+def _unlabelled_uses(cfg: dict) -> str:
+    uses = ["word vectors", "tokenizer", *(["language model"] if cfg.get("lm_epochs") else []),
+            *(["distillation"] if cfg.get("distill_epochs") else [])]
+    return ", ".join(uses[:-1]) + " and " + uses[-1]
+
+
 def _model_section(config: dict, metrics: dict, blend) -> list[str]:
     net, training, val = config["network"], metrics["training"], metrics["validation"]
     cfg = training.get("config", {})
@@ -72,8 +78,7 @@ def _model_section(config: dict, metrics: dict, blend) -> list[str]:
         "## Training data and procedure", "",
         f"- IMDB Large Movie Review Dataset (Maas et al., 2011): {training['train_reviews']} training reviews, "
         f"{val['size']} held out for validation (stratified, seed {training['seed']}), "
-        f"{training['unlabelled_reviews']} unlabelled reviews for the word vectors, tokenizer"
-        f"{', language model and distillation' if cfg.get('distill_epochs') else ' and language model'}. "
+        f"{training['unlabelled_reviews']} unlabelled reviews for the {_unlabelled_uses(cfg)}. "
         "Nothing was fitted or selected on the test split; it was read once, for the numbers below.",
         "- Stages (`python -m model.train --help`): "
         + (f"the embedding and the LSTM pre-trained as forward and backward language models on the train + "
