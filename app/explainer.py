@@ -169,13 +169,17 @@ class ExplainLane:
         the lane's thread holds nothing until explanations are asked for."""
         self.tokens_per_s = self.peak_tokens_per_s = self.newest_tokens_per_s = None
         work, per_token = await self._plan(text, run_in)
-        await self._timed(work.chunks[0], per_token, run_in)
+        # Twice, the faster, as the probe below: the first run of a new shape also pays for allocating its buffers,
+        # and one slow run here would seed a peak so low that every request is refused as too large, with nothing
+        # admitted that could ever raise it.
+        full_s = min([(await self._run_timed(work.chunks[0], run_in))[1] for _ in range(2)])
+        self._measured(per_token * chunk_cost(work.chunks[0]), full_s)
         full_speed = self.tokens_per_s
         if not full_speed:  # not timed (a clock too coarse for one chunk): no probe, the first request times it
             return
         probe = (await (run_in or self._run)(plan, self.model, text, self.max_words,
                                              max(1, int(self.batch_tokens * PROBE_FRACTION)))).chunks[0]
-        # Twice, the faster: the first run of a new shape also pays for allocating its buffers.
+        # Twice as well, the faster.
         probe_s = min([(await self._run_timed(probe, run_in))[1] for _ in range(2)])
         probe_speed = per_token * chunk_cost(probe) / probe_s if probe_s > 0 else full_speed
         self._probe = (probe, per_token, full_speed / probe_speed)

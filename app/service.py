@@ -108,9 +108,10 @@ class Service:
         if s.malloc_trim_s and memory.trim_available():
             self._trimmer = asyncio.create_task(self._trim_memory(s.malloc_trim_s), name="sentiment-malloc-trim")
         self.state = "ready"
-        self._mark_ready(True)
+        # Logged before the mark that siblings read: the log then never shows the server ready before this process.
         log.info("ready: model %s %s on %s; memory allocator %s", self.model.name, self.model.version,
                  self.model.device, memory.allocator())
+        self._mark_ready(True)
         for advice in memory.advice():
             log.warning(advice)
 

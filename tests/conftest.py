@@ -174,6 +174,14 @@ class ServerProcess:
             time.sleep(0.1)
         raise AssertionError(f"server not ready after {timeout} s:\n{self.log()}")
 
+    def wait_log(self, done: Callable[[str], bool], timeout: float = 10) -> str:
+        """The log once `done(log)` holds (or at the timeout): the access line is written after the answer is
+        sent, so a client that has its answer may read the log before that line is in it."""
+        deadline = time.monotonic() + timeout
+        while not done(log := self.log()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return log
+
     def log(self) -> str:
         if not self._log.closed:
             self._log.flush()

@@ -122,9 +122,11 @@ def test_a_stale_speed_is_measured_again_once_before_admitting_so_a_slowed_lane_
             model.started()
             model.release.set()
             lane = app.state.service.explainer
+            # The speed was measured on an idle machine (LONG in 2 s: it would fit, but not ten times slower);
+            # since then the lane has slowed (load from elsewhere): at 1.5 s a chunk, LONG's dozens of chunks
+            # cannot finish in 10 s.
+            assume_speed(lane, 2.0)
             calibrated = lane.tokens_per_s
-            # The speed was measured on an idle machine; since then the lane has slowed (load from elsewhere):
-            # at 1.5 s a chunk, LONG's dozens of chunks cannot finish in 10 s.
             lane.measured_at = time.monotonic() - STALE_S - 1
             model.delay_s = 1.5
             started = time.monotonic()

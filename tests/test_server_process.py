@@ -280,7 +280,7 @@ def _alive(pid: int) -> bool:
 def test_several_processes_are_ready_together_count_together_and_stop_together(start_server):
     server = start_server(SENTIMENT_PROCESSES="2")
     server.wait_ready()
-    log = server.log()
+    log = server.wait_log(lambda log: "GET /health/ready 200" in log and "[process 1] app.service: ready" in log)
     # Process 1 starts once process 0 is warm; meanwhile process 0 serves, and readiness says 503.
     assert re.search(r"\[process 0\] app.access: GET /health/ready 503", log), log
     assert log.index("[process 1] app.service: ready") < log.index("GET /health/ready 200")
@@ -290,12 +290,8 @@ def test_several_processes_are_ready_together_count_together_and_stop_together(s
 
     with ThreadPoolExecutor(8) as pool:  # new connections, side by side: both processes accept some
         assert list(pool.map(post, range(64))) == [200] * 64
-    # The access line is written after the answer is sent: wait (briefly) for the last ones to reach the log.
-    for _ in range(50):
-        served = {i: server.log().count(f"[process {i}] app.access: POST /predict 200") for i in (0, 1)}
-        if sum(served.values()) >= 64:
-            break
-        time.sleep(0.1)
+    log = server.wait_log(lambda log: log.count("app.access: POST /predict 200") >= 64)
+    served = {i: log.count(f"[process {i}] app.access: POST /predict 200") for i in (0, 1)}
     assert sum(served.values()) == 64, served
     metrics = httpx.get(server.url + "/metrics").text  # from either process: the sum over both
     assert 'sentiment_requests_total{status="200"} 64.0' in metrics, metrics
