@@ -1,5 +1,5 @@
-# The sentiment service: python -m app (one uvicorn process with one model copy and one batch queue unless
-# SENTIMENT_PROCESSES asks for more) listening on 0.0.0.0:8000.
+# The sentiment service: python -m app listening on 0.0.0.0:8000, as one uvicorn process per CPU the container may
+# use, each with its own model copy and batch queue (SENTIMENT_PROCESSES=auto; README, "Scaling out").
 #
 #   docker build -t imdb-sentiment .                                      # CPU torch from download.pytorch.org
 #   make wheels && docker build -t imdb-sentiment .                       # offline: only wheels/ is used
@@ -106,6 +106,6 @@ EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
     CMD ["python", "-c", "import sys, urllib.request as u; \
 sys.exit(u.urlopen('http://127.0.0.1:8000/health/ready', timeout=2).status != 200)"]
-# One process on purpose: the batcher lives in it, so more workers would mean more model copies and emptier batches.
-# Scale with replicas instead (README, "Scaling out"). Settings come only from SENTIMENT_* environment variables.
+# Not uvicorn's own worker processes: `python -m app` supervises its own (SENTIMENT_PROCESSES), so that readiness,
+# /metrics and SIGTERM cover them all. Settings come only from SENTIMENT_* environment variables.
 CMD ["python", "-m", "app", "--host", "0.0.0.0", "--port", "8000"]

@@ -1,5 +1,6 @@
-"""`python -m app --host 127.0.0.1 --port 8000`: one uvicorn process, one model copy, one queue; or, with
-SENTIMENT_PROCESSES above 1, a supervisor of that many such processes on the same port (app/processes.py).
+"""`python -m app --host 127.0.0.1 --port 8000`: one uvicorn process, one model copy, one queue; or, when
+SENTIMENT_PROCESSES is above 1 (`auto` on a CPU with several cores), a supervisor of that many such processes on the
+same port (app/processes.py).
 
 Settings and the model are loaded before the port opens, so a bad setting, a missing or corrupt artifact or an
 unavailable device ends startup with one line naming the cause and a non-zero exit: never a half-up server.

@@ -19,9 +19,11 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 import model
+from app.cores import auto_layout, usable_cores
 
 ENV_PREFIX = "SENTIMENT_"
 DEVICE_PATTERN = r"^(auto|cpu|cuda(:\d+)?)$"
+MAX_COUNT = 64  # most server processes, and most torch workers per process
 
 
 class Settings(BaseSettings):
@@ -58,15 +60,18 @@ class Settings(BaseSettings):
         "info", description="`debug`, `info`, `warning`, `error` or `critical`")
     torch_threads: int | None = Field(1, ge=1, le=256, description="intra-op torch CPU threads per worker (empty: "
                                       "torch's default, one per core). Keep `1` on a CPU and scale with "
-                                      "`SENTIMENT_TORCH_WORKERS`: OpenMP threads that share cores with the event "
+                                      "`SENTIMENT_PROCESSES` and `SENTIMENT_TORCH_WORKERS`: OpenMP threads that share cores with the event "
                                       "loop slow down badly (docs/benchmarks.md)")
-    processes: int = Field(1, ge=1, le=64, description="server processes sharing the port, each with its own event "
-                           "loop, model copy, `SENTIMENT_TORCH_WORKERS` and queue of `SENTIMENT_MAX_QUEUE` texts; "
-                           "readiness, `/metrics` and SIGTERM cover them all (README, \"Scaling out\")")
-    torch_workers: int = Field(2, ge=1, le=64, description="forward passes run at once, each on its own thread with "
-                               "`SENTIMENT_TORCH_THREADS` intra-op threads: whole batches side by side instead of "
-                               "one batch split across cores. About one per core on a CPU; `1` on a GPU "
-                               "(docs/benchmarks.md)")
+    processes: int | Literal["auto"] = Field(
+        "auto", description="server processes sharing the port, each with its own event loop, model copy, "
+        "`SENTIMENT_TORCH_WORKERS` and queue of `SENTIMENT_MAX_QUEUE` texts; readiness, `/metrics` and SIGTERM "
+        "cover them all. `auto`: one per usable core on a CPU (its affinity and cgroup CPU limit, at most 8), one "
+        "on a GPU (README, \"Scaling out\")")
+    torch_workers: int | Literal["auto"] = Field(
+        "auto", description="forward passes run at once in each process, each on its own thread with "
+        "`SENTIMENT_TORCH_THREADS` intra-op threads: whole batches side by side instead of one batch split across "
+        "cores. `auto`: the usable cores left to each process on a CPU (1 with `SENTIMENT_PROCESSES=auto`), 1 on "
+        "a GPU")
     malloc_trim_s: float = Field(10.0, ge=0, le=3600, description="under glibc's malloc only: every this many "
                                  "seconds, between forward passes, hand freed heap memory back to the OS "
                                  "(`malloc_trim`), so the resident set creeps less under steady load; `0`: never. "
@@ -104,6 +109,19 @@ class Settings(BaseSettings):
             raise ValueError("use auto, cpu, cuda or cuda:N")
         return value
 
+    @field_validator("processes", "torch_workers", mode="before")
+    @classmethod
+    def _count_or_auto(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == "auto":
+            return "auto"
+        try:
+            count = int(value)  # type: ignore[call-overload]
+        except (TypeError, ValueError):
+            count = 0
+        if isinstance(value, bool) or not 1 <= count <= MAX_COUNT or str(count) != str(value).strip():
+            raise ValueError(f"use auto or a whole number from 1 to {MAX_COUNT}")
+        return count
+
     @field_validator("api_key", mode="before")
     @classmethod
     def _empty_key_is_none(cls, value: object) -> object:
@@ -127,6 +145,18 @@ class Settings(BaseSettings):
         if self.max_batch_texts > self.max_queue:
             raise ValueError(f"{env_name('max_batch_texts')}={self.max_batch_texts} is larger than "
                              f"{env_name('max_queue')}={self.max_queue}: such a request could never be admitted")
+        return self
+
+    @model_validator(mode="after")
+    def _resolve_layout(self) -> Settings:
+        # Resolved here, once, so that everything downstream (and each child process, from the same environment)
+        # sees numbers.
+        if "auto" in (self.processes, self.torch_workers):
+            on_gpu = model.resolve_device("auto").type == "cuda" if self.device == "auto" else self.device != "cpu"
+            chosen = None if self.processes == "auto" else self.processes
+            self.processes, workers = auto_layout(on_gpu, usable_cores(), chosen)
+            if self.torch_workers == "auto":
+                self.torch_workers = workers
         return self
 
 

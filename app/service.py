@@ -109,8 +109,8 @@ class Service:
             self._trimmer = asyncio.create_task(self._trim_memory(s.malloc_trim_s), name="sentiment-malloc-trim")
         self.state = "ready"
         # Logged before the mark that siblings read: the log then never shows the server ready before this process.
-        log.info("ready: model %s %s on %s; memory allocator %s", self.model.name, self.model.version,
-                 self.model.device, memory.allocator())
+        log.info("ready: model %s %s on %s, %d torch worker(s); memory allocator %s", self.model.name,
+                 self.model.version, self.model.device, self.settings.torch_workers, memory.allocator())
         self._mark_ready(True)
         for advice in memory.advice():
             log.warning(advice)

@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from app.cores import auto_layout, usable_cores
 from bench.harness import Server, free_port, preload, test_reviews, write_bodies, wrk
 from bench.model_speed import layouts, measure_layouts
 
@@ -173,11 +174,9 @@ def report(results: dict, gpu: dict | None) -> str:
     return "\n".join(lines) + "\n"
 
 
-def default_layout() -> tuple[int, int]:
-    """The server's default processes x torch workers per process."""
-    from app.config import Settings
-
-    return Settings.model_fields["processes"].default, Settings.model_fields["torch_workers"].default
+def default_layout(device: str) -> tuple[int, int]:
+    """The server's default processes x torch workers per process on `device`, here (`auto` resolved)."""
+    return auto_layout(device.startswith("cuda"), usable_cores())
 
 
 def run_meta(model, device: str) -> dict:
@@ -211,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256], help="wrk connections")
     p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64, 128], help="in-process sizes")
     p.add_argument("--device", default=os.environ.get("SENTIMENT_DEVICE", "cpu"), help="cpu or cuda")
-    p.add_argument("--max-threads", type=int, default=os.cpu_count() or 1,
+    p.add_argument("--max-threads", type=int, default=usable_cores(),
                    help="cores the in-process layouts may use (callers x threads); the limit is the best layout")
     p.add_argument("--service-layouts", nargs="+", metavar="PxW", default=None,
                    help="server processes x torch workers per process to measure (default: the settings' default, "
@@ -240,8 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         single = write_bodies(Path(tmp) / "single.jsonl", texts, 1)
         multi = write_bodies(Path(tmp) / "batch32.jsonl", texts, 32)
         env = {"SENTIMENT_DEVICE": a.device, "SENTIMENT_LOG_LEVEL": "warning", **preload()}
-        default, service_layouts = default_layout(), a.service_layouts or [
-            f"{p}x{w}" for p, w in dict.fromkeys([default_layout(), (1, a.max_threads), (a.max_threads, 1)])]
+        default = default_layout(a.device)
+        service_layouts = a.service_layouts or [
+            f"{p}x{w}" for p, w in dict.fromkeys([default, (1, a.max_threads), (a.max_threads, 1)])]
         results["default_service"] = "service-{}x{}".format(*default)
         servers = [(f"service-{layout}", [sys.executable, "-m", "app"], {
             "SENTIMENT_PROCESSES": layout.split("x")[0], "SENTIMENT_TORCH_WORKERS": layout.split("x")[1]})

@@ -204,8 +204,10 @@ def start_server(smoke_artifact: Path, tmp_path: Path) -> Iterator[Callable[...,
     servers: list[ServerProcess] = []
 
     def start(script: str | None = None, port: int | None = None, **env: str) -> ServerProcess:
-        """A server on the smoke model; `env` sets SENTIMENT_* variables (see `ServerProcess` for the rest)."""
-        env = {"SENTIMENT_MODEL_DIR": str(smoke_artifact), "SENTIMENT_DEVICE": "cpu", **env}
+        """A server on the smoke model; `env` sets SENTIMENT_* variables (see `ServerProcess` for the rest). One
+        server process unless `env` asks for more (the default, `auto`, has its own test): each costs seconds."""
+        env = {"SENTIMENT_MODEL_DIR": str(smoke_artifact), "SENTIMENT_DEVICE": "cpu", "SENTIMENT_PROCESSES": "1",
+               **env}
         server = ServerProcess(env, tmp_path / f"server-{len(servers)}.log", script=script, port=port)
         servers.append(server)
         return server
@@ -219,7 +221,7 @@ def start_server(smoke_artifact: Path, tmp_path: Path) -> Iterator[Callable[...,
 def live_server(smoke_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server shared by the read-only suites (schemathesis, the browser)."""
     server = ServerProcess({"SENTIMENT_MODEL_DIR": str(smoke_artifact), "SENTIMENT_DEVICE": "cpu",
-                            "SENTIMENT_LOG_LEVEL": "warning"}, tmp_path_factory.mktemp("live") / "server.log")
+                            "SENTIMENT_PROCESSES": "1", "SENTIMENT_LOG_LEVEL": "warning"}, tmp_path_factory.mktemp("live") / "server.log")
     try:
         server.wait_ready()
         yield server

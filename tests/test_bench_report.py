@@ -13,7 +13,7 @@ def row(server: str, connections: int, reviews_per_s: float, p50_ms: float = 10.
 
 
 def test_ratios_use_the_best_in_process_layout_the_default_service_layout_and_the_best_naive_layout():
-    default = "service-{}x{}".format(*default_layout())
+    default = "service-{}x{}".format(*default_layout("cpu"))
     other = "service-9x9"
     results = {
         "device": "cpu", "cpu_count": 2, "reviews": 10, "duration_s": 1, "ready_s": {default: 1.0, other: 2.0},

@@ -62,6 +62,8 @@ def test_keyword_overrides_win_over_the_environment(monkeypatch):
     ("MAX_BODY_BYTES", "-1", r"SENTIMENT_MAX_BODY_BYTES='-1'"),
     ("LOG_JSON", "perhaps", r"SENTIMENT_LOG_JSON='perhaps': .*boolean"),
     ("MAX_QUEUE", "10", r"SENTIMENT_MAX_BATCH_TEXTS=64 is larger than SENTIMENT_MAX_QUEUE=10"),
+    ("PROCESSES", "0", r"SENTIMENT_PROCESSES='0': use auto or a whole number from 1 to 64$"),
+    ("TORCH_WORKERS", "two", r"SENTIMENT_TORCH_WORKERS='two': use auto or a whole number from 1 to 64$"),
     ("MAX_BATCH", "8", r"SENTIMENT_MAX_BATCH is not a setting \(did you mean SENTIMENT_MAX_BATCH_SIZE\?\)"),
 ])
 def test_a_bad_setting_is_one_line_naming_the_variable(monkeypatch, name, value, expected):

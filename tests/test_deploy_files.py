@@ -88,7 +88,7 @@ def test_k8s_environment_is_valid_settings(name):
         _check(env, name)
 
 
-def test_dockerfile_runs_one_server_process_as_non_root():
+def test_dockerfile_runs_the_app_and_its_own_supervisor_as_non_root():
     dockerfile = (ROOT / "Dockerfile").read_text()
     assert 'CMD ["python", "-m", "app", "--host", "0.0.0.0", "--port", "8000"]' in dockerfile
     assert "--workers" not in dockerfile

@@ -20,6 +20,8 @@ import pytest
 from conftest import ROOT
 from test_security import evil_artifact
 
+from app.cores import auto_layout, usable_cores
+
 pytestmark = pytest.mark.slow
 
 
@@ -303,6 +305,17 @@ def test_several_processes_are_ready_together_count_together_and_stop_together(s
     assert server.stop() == 0
     assert not any(_alive(pid) for pid in pids.values())
     assert server.log().count("SIGTERM: draining") == 2
+
+
+def test_by_default_a_cpu_server_runs_one_process_per_usable_core_with_one_worker_each(start_server):
+    processes, workers = auto_layout(False, usable_cores())
+    server = start_server(SENTIMENT_PROCESSES="auto", SENTIMENT_TORCH_WORKERS="auto")
+    server.wait_ready()
+    log = server.wait_log(lambda log: log.count("app.service: ready") >= processes)
+    if processes > 1:
+        assert f"started {processes} server processes" in log, log
+    assert log.count(f"{workers} torch worker(s)") == processes, log
+    assert server.stop() == 0
 
 
 def test_connections_opened_together_are_spread_over_the_processes(start_server):
