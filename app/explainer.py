@@ -7,7 +7,8 @@ thousands of plain ones. Two rules keep that from hurting anyone:
   tokenising on the event loop) and weighed against the lane's measured speed (padded tokens per second, a moving
   average over the chunks it ran; seeded at warm-up). A request that could not finish within the request deadline
   even at the lane's best speed is refused at once with `ExplainTooLarge`, which says how many of its texts would
-  fit; one that could, but not behind the explanations already admitted, gets `ExplainBusy` with the time to wait
+  fit; one that could, but not behind the explanations already admitted (by this server process and, through
+  `app.processes.SharedCounts`, by the others), gets `ExplainBusy` with the time to wait
   (at the current speed, which load lowers: the slower of the average and the newest chunk). A speed measured
   more than `STALE_S` ago, on an idle lane, is measured again before admitting a request that a slower lane could
   not finish in time (a small chunk on the lane's own thread, awaited by every request that arrives meanwhile):
@@ -30,8 +31,12 @@ import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from model.explain import Explanation, Occlusion, chunk_cost, explain_cost, plan
+
+if TYPE_CHECKING:
+    from app.processes import SharedCounts
 
 log = logging.getLogger("app.explainer")
 
@@ -85,7 +90,7 @@ class Ticket:
 
 class ExplainLane:
     def __init__(self, model, run_in_thread: Callable[..., Awaitable], *, slots: int, max_words: int,
-                 max_texts: int, batch_tokens: int, timeout_s: float):
+                 max_texts: int, batch_tokens: int, timeout_s: float, siblings: SharedCounts | None = None):
         self.model = model
         self._run = run_in_thread
         self.slots = asyncio.Semaphore(slots)  # held by a request while its texts are explained
@@ -101,6 +106,10 @@ class ExplainLane:
         # The fastest the lane has gone: whether a request could *ever* fit is judged on it, not on a speed that
         # a passing flood has lowered (that is what 429 and Retry-After are for).
         self.peak_tokens_per_s: float | None = None
+        # The other server processes' lanes (app.processes): their explanations run on the same cores, so what
+        # they have admitted is work ahead of this lane's next request too. Counting it as if it ran before, at
+        # this lane's speed, is what it costs when the lanes share a core, and more than it costs when they do not.
+        self._siblings = siblings
         self.backlog = 0  # estimated cost of the explanations admitted and not yet answered
         self.measured_at = -math.inf  # time.monotonic() of the newest speed
         # The probe chunk, its estimated tokens per padded token, and how much faster per token a full chunk runs
@@ -109,6 +118,17 @@ class ExplainLane:
         self._probing: asyncio.Future | None = None
 
     # -- admission ------------------------------------------------------------------------------------------------
+
+    @property
+    def backlog(self) -> int:
+        """Estimated cost of the explanations this lane admitted and has not answered yet."""
+        return self._backlog
+
+    @backlog.setter
+    def backlog(self, value: int) -> None:
+        self._backlog = value
+        if self._siblings is not None:
+            self._siblings.publish(value)
 
     @property
     def speed(self) -> float | None:
@@ -133,11 +153,12 @@ class ExplainLane:
                     > HEADROOM * max(0.0, deadline - time.monotonic())):
                 await self._measure_again()
             speed = self.speed * self.slot_count
+            ahead = self.backlog + (self._siblings.others() if self._siblings is not None else 0)
             alone_s = cost / speed
-            waiting_s = self.backlog / speed
+            waiting_s = ahead / speed
             if waiting_s + alone_s > HEADROOM * max(0.0, deadline - time.monotonic()):
                 # With nothing ahead it is the load that slowed the lane: its speed is measured again once stale.
-                retry_s = math.ceil(waiting_s) if self.backlog else math.ceil(STALE_S)
+                retry_s = math.ceil(waiting_s) if ahead else math.ceil(STALE_S)
                 raise ExplainBusy(max(1, min(60, retry_s)), waiting_s, alone_s)
         self.backlog += cost
         return Ticket(cost, self)

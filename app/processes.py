@@ -21,17 +21,22 @@ What one process promises holds for all of them:
   group reaches it once), each drains as a single server does (a second signal stops at once);
   the supervisor exits 0 once all have, and a child that dies unasked stops the others and exits non-zero, so an
   orchestrator restarts the whole replica;
-- a child whose supervisor dies gets SIGTERM from the kernel (no orphans holding the port).
+- a child whose supervisor dies gets SIGTERM from the kernel (no orphans holding the port);
+- explain admission: each child's explain lane publishes the work it has admitted (`SharedCounts`, a file in the
+  same folder mapped into every child), and weighs what the others have admitted too: their explanations share
+  the same cores.
 """
 
 from __future__ import annotations
 
 import ctypes
 import logging
+import mmap
 import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -81,6 +86,36 @@ class Siblings:
             return len(os.listdir(self.run_dir / READY)) >= self.count
         except OSError:  # the supervisor is gone and took the folder with it
             return False
+
+    def counts(self, name: str) -> SharedCounts:
+        """A count per process, shared by all of them under `name`."""
+        return SharedCounts(self.run_dir / name, self.index, self.count)
+
+
+class SharedCounts:
+    """One integer per process in a file of the run folder, mapped into every process: each writes only its own,
+    any reads all. One writer per slot needs no lock; an aligned 8-byte store is not seen half-written on the
+    platforms this runs on, and a value read a moment stale is as good as one read a moment earlier."""
+
+    SLOT = struct.calcsize("q")
+
+    def __init__(self, path: Path, index: int, count: int):
+        self.index, self.count = index, count
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            if os.fstat(fd).st_size < count * self.SLOT:  # whichever process comes first sizes it (zeros)
+                os.ftruncate(fd, count * self.SLOT)
+            self._map = mmap.mmap(fd, count * self.SLOT)
+        finally:
+            os.close(fd)
+
+    def publish(self, value: int) -> None:
+        struct.pack_into("q", self._map, self.index * self.SLOT, value)
+
+    def others(self) -> int:
+        """The sum of every other process's count."""
+        values = struct.unpack_from(f"{self.count}q", self._map)
+        return max(0, sum(values) - values[self.index])
 
 
 def _die_with_parent() -> None:

@@ -32,6 +32,8 @@ WARM_UP_TEXTS = ["Warm-up.", "A longer warm-up text: the first forward passes al
 # three times more: a plain batch or the event loop loses little to an explanation running beside it, while the
 # explanation still gets a share of a busy CPU (admission judges it on the speed it last measured).
 EXPLAIN_NICENESS = 5
+# The name under which every server process publishes its explain lane's admitted work (app.processes.SharedCounts).
+EXPLAIN_BACKLOG = "explain-backlog"
 
 State = Literal["starting", "ready", "draining", "stopped", "failed"]
 
@@ -97,6 +99,7 @@ class Service:
         # One warm-up per worker thread, submitted together so that each thread of the pool runs one.
         await asyncio.gather(*(self.batcher.run_in_worker(self._warm_up) for _ in range(s.torch_workers)))
         self.explainer = ExplainLane(self.model, self._run_explaining, slots=1,
+                                     siblings=self.siblings.counts(EXPLAIN_BACKLOG) if self.siblings else None,
                                      max_words=s.max_explain_words, max_texts=s.max_explain_texts,
                                      batch_tokens=s.max_batch_tokens, timeout_s=s.request_timeout_s)
         try:

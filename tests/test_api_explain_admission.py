@@ -14,6 +14,7 @@ from test_api_explain import TEXTS, Recording
 
 from app.explainer import STALE_S
 from app.main import create_app
+from app.processes import SharedCounts
 from model.explain import explain_cost
 
 LONG = " ".join(["the plot was dull but the actors were brilliant and the music was excellent"] * 40)
@@ -81,6 +82,30 @@ def test_a_lane_that_its_newest_chunk_shows_slowed_refuses_before_its_average_ca
         assert "would need about 8 s" in r.json()["error"]["message"], r.json()["error"]["message"]
         lane.newest_tokens_per_s = lane.tokens_per_s
         assert c.post("/predict?explain=true", json={"text": LONG}).status_code == 200
+
+
+def test_explanations_admitted_by_the_other_server_processes_count_as_work_ahead(make_client, tmp_path):
+    with make_client(request_timeout_s=10.0) as c:
+        lane = service_of(c).explainer
+        assume_speed(lane, 2.0)  # LONG alone fits in 0.6 x 10 s
+        here, there = SharedCounts(tmp_path / "backlog", 0, 2), SharedCounts(tmp_path / "backlog", 1, 2)
+        lane._siblings = here
+        there.publish(3 * explain_cost(LONG, lane.max_words))  # another process admitted 6 s of explaining
+        r = c.post("/predict?explain=true", json={"text": LONG})
+        assert r.status_code == 429, r.text
+        assert r.headers["retry-after"] == "6"
+        there.publish(0)  # it has answered them
+        assert c.post("/predict?explain=true", json={"text": LONG}).status_code == 200
+        assert here.others() == 0 and there.others() == 0  # admitted, then released: published both times
+
+
+def test_shared_counts_are_one_per_process_and_each_reads_the_others(tmp_path):
+    counts = [SharedCounts(tmp_path / "n", i, 3) for i in range(3)]
+    counts[0].publish(5)
+    counts[2].publish(7)
+    assert [c.others() for c in counts] == [7, 12, 5]
+    counts[2].publish(0)
+    assert counts[1].others() == 5
 
 
 def test_a_request_that_would_wait_past_its_deadline_behind_others_gets_429_with_retry_after(make_settings,
