@@ -60,8 +60,8 @@ class Settings(BaseSettings):
         "info", description="`debug`, `info`, `warning`, `error` or `critical`")
     torch_threads: int | None = Field(1, ge=1, le=256, description="intra-op torch CPU threads per worker (empty: "
                                       "torch's default, one per core). Keep `1` on a CPU and scale with "
-                                      "`SENTIMENT_PROCESSES` and `SENTIMENT_TORCH_WORKERS`: OpenMP threads that share cores with the event "
-                                      "loop slow down badly (docs/benchmarks.md)")
+                                      "`SENTIMENT_PROCESSES` and `SENTIMENT_TORCH_WORKERS`: OpenMP threads that "
+                                      "share cores with the event loop slow down badly (docs/benchmarks.md)")
     processes: int | Literal["auto"] = Field(
         "auto", description="server processes sharing the port, each with its own event loop, model copy, "
         "`SENTIMENT_TORCH_WORKERS` and queue of `SENTIMENT_MAX_QUEUE` texts; readiness, `/metrics` and SIGTERM "

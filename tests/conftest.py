@@ -221,7 +221,8 @@ def start_server(smoke_artifact: Path, tmp_path: Path) -> Iterator[Callable[...,
 def live_server(smoke_artifact: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
     """One server shared by the read-only suites (schemathesis, the browser)."""
     server = ServerProcess({"SENTIMENT_MODEL_DIR": str(smoke_artifact), "SENTIMENT_DEVICE": "cpu",
-                            "SENTIMENT_PROCESSES": "1", "SENTIMENT_LOG_LEVEL": "warning"}, tmp_path_factory.mktemp("live") / "server.log")
+                            "SENTIMENT_PROCESSES": "1", "SENTIMENT_LOG_LEVEL": "warning"},
+                           tmp_path_factory.mktemp("live") / "server.log")
     try:
         server.wait_ready()
         yield server
