@@ -81,8 +81,8 @@ def from_failure(exc: Exception) -> ServiceError:
     if isinstance(exc, failures.ExplainBusy):
         ahead = (f"the explanations already admitted need about {exc.waiting_s:.0f} s, too long for this one to "
                  f"finish in time" if exc.waiting_s >= 1 else
-                 f"the server is busy: at the speed explanations run now, this one would need about "
-                 f"{exc.alone_s:.0f} s, more than its deadline leaves")
+                 f"the server is busy: at the speed explanations run now, this one would need "
+                 f"{'more than' if exc.at_least else 'about'} {exc.alone_s:.0f} s, more than its deadline leaves")
         return ServiceError(ErrorCode.QUEUE_FULL, f"{ahead}: retry after {exc.retry_after_s} s, or send it without "
                             f"explain", {"Retry-After": str(exc.retry_after_s)})
     if isinstance(exc, failures.ExplainTooLarge):

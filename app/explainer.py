@@ -67,11 +67,13 @@ class ExplainBusy(Exception):
     """At the speed the lane runs now, behind the explanations already admitted (`waiting_s` of them), this one
     (`alone_s`) would not finish before its deadline."""
 
-    def __init__(self, retry_after_s: int, waiting_s: float, alone_s: float = 0.0):
-        super().__init__(f"explanations already admitted need about {waiting_s:.0f} s, this one {alone_s:.0f} s")
+    def __init__(self, retry_after_s: int, waiting_s: float, alone_s: float = 0.0, at_least: bool = False):
+        super().__init__(f"explanations already admitted need about {waiting_s:.0f} s, this one "
+                         f"{'more than ' if at_least else ''}{alone_s:.0f} s")
         self.retry_after_s = retry_after_s
         self.waiting_s = waiting_s
         self.alone_s = alone_s
+        self.at_least = at_least  # alone_s is a lower bound: the speed measured so far shows no more
 
 
 @dataclass
@@ -116,6 +118,7 @@ class ExplainLane:
         # (both timed at warm-up): the probe's speed times this is what a request's full chunks would get now.
         self._probe: tuple[list, float, float] | None = None
         self._probing: asyncio.Future | None = None
+        self._probe_started = -math.inf
 
     # -- admission ------------------------------------------------------------------------------------------------
 
@@ -151,7 +154,9 @@ class ExplainLane:
             if (not self.backlog and time.monotonic() - self.measured_at > STALE_S
                     and SLOWDOWN * cost / (self.tokens_per_s * self.slot_count)
                     > HEADROOM * max(0.0, deadline - time.monotonic())):
-                await self._measure_again()
+                if not await self._measure_again(cost, deadline):
+                    raise ExplainBusy(math.ceil(STALE_S), 0.0, HEADROOM * max(0.0, deadline - time.monotonic()),
+                                      at_least=True)
             speed = self.speed * self.slot_count
             ahead = self.backlog + (self._siblings.others() if self._siblings is not None else 0)
             alone_s = cost / speed
@@ -205,16 +210,29 @@ class ExplainLane:
         probe_speed = per_token * chunk_cost(probe) / probe_s if probe_s > 0 else full_speed
         self._probe = (probe, per_token, full_speed / probe_speed)
 
-    async def _measure_again(self) -> None:
+    async def _measure_again(self, cost: int, deadline: float) -> bool:
         """Time the probe chunk on the lane's thread now (one run, shared by every request awaiting it); its speed
-        replaces the stale one."""
+        replaces the stale one. True once it has; False as soon as the probe has run so long that, whatever speed
+        it shows, `cost` could not be explained by `deadline`: that request is refused then, not when the probe
+        ends (which it still does, for the requests after it)."""
         if self._probe is None:
-            return
+            return True
         if self._probing is None:
             self._probing = asyncio.ensure_future(self._run_probe())
             self._probing.add_done_callback(lambda _: setattr(self, "_probing", None))
-        # Shielded: a request that goes away while waiting must not cancel the verdict the others wait for.
-        await asyncio.shield(self._probing)
+            self._probe_started = time.monotonic()
+        chunk, per_token, full_per_probe = self._probe
+        # Still running after `t` seconds, the probe shows a speed below (full-chunk tokens of the probe) / t; the
+        # request fits only at `cost / (slots x HEADROOM x time left)` or faster.
+        decisive_s = (full_per_probe * per_token * chunk_cost(chunk) * self.slot_count
+                      * HEADROOM * max(0.0, deadline - time.monotonic()) / max(1, cost))
+        try:
+            # Shielded: a request that goes away (or stops waiting) must not cancel the verdict others wait for.
+            await asyncio.wait_for(asyncio.shield(self._probing),
+                                   max(0.0, self._probe_started + decisive_s - time.monotonic()))
+        except TimeoutError:
+            return False
+        return True
 
     async def _run_probe(self) -> None:
         chunk, per_token, full_per_probe = self._probe
