@@ -114,9 +114,9 @@ class ExplainLane:
         self._siblings = siblings
         self.backlog = 0  # estimated cost of the explanations admitted and not yet answered
         self.measured_at = -math.inf  # time.monotonic() of the newest speed
-        # The probe chunk, its estimated tokens per padded token, and how much faster per token a full chunk runs
-        # (both timed at warm-up): the probe's speed times this is what a request's full chunks would get now.
-        self._probe: tuple[list, float, float] | None = None
+        # The probe chunk and what it is worth in full-chunk tokens (timed at warm-up): divided by the probe's time
+        # now, it is the speed a request's full chunks would get now.
+        self._probe: tuple[list, float] | None = None
         self._probing: asyncio.Future | None = None
         self._probe_started = -math.inf
 
@@ -195,20 +195,23 @@ class ExplainLane:
         the lane's thread holds nothing until explanations are asked for."""
         self.tokens_per_s = self.peak_tokens_per_s = self.newest_tokens_per_s = None
         work, per_token = await self._plan(text, run_in)
-        # Twice, the faster, as the probe below: the first run of a new shape also pays for allocating its buffers,
-        # and one slow run here would seed a peak so low that every request is refused as too large, with nothing
+        # One slow run here would seed a peak so low that every request is refused as too large, with nothing
         # admitted that could ever raise it.
-        full_s = min([(await self._run_timed(work.chunks[0], run_in))[1] for _ in range(2)])
-        self._measured(per_token * chunk_cost(work.chunks[0]), full_s)
+        self._measured(per_token * chunk_cost(work.chunks[0]), await self._fastest_of_two(work.chunks[0], run_in))
         full_speed = self.tokens_per_s
         if not full_speed:  # not timed (a clock too coarse for one chunk): no probe, the first request times it
             return
         probe = (await (run_in or self._run)(plan, self.model, text, self.max_words,
                                              max(1, int(self.batch_tokens * PROBE_FRACTION)))).chunks[0]
-        # Twice as well, the faster.
-        probe_s = min([(await self._run_timed(probe, run_in))[1] for _ in range(2)])
-        probe_speed = per_token * chunk_cost(probe) / probe_s if probe_s > 0 else full_speed
-        self._probe = (probe, per_token, full_speed / probe_speed)
+        probe_s = await self._fastest_of_two(probe, run_in)
+        # What the probe is worth in full-chunk tokens: what a full chunk does, at the seeded speed, in the time
+        # the probe takes. Divided by the probe's time later, it gives the speed full chunks would get then.
+        self._probe = (probe, full_speed * probe_s if probe_s > 0 else per_token * chunk_cost(probe))
+
+    async def _fastest_of_two(self, chunk: list, run_in: Callable[..., Awaitable] | None) -> float:
+        """Seconds for `chunk`, run twice, the faster: the first run of a new shape also pays for allocating its
+        buffers."""
+        return min([(await self._run_timed(chunk, run_in))[1] for _ in range(2)])
 
     async def _measure_again(self, cost: int, deadline: float) -> bool:
         """Time the probe chunk on the lane's thread now (one run, shared by every request awaiting it); its speed
@@ -221,11 +224,10 @@ class ExplainLane:
             self._probing = asyncio.ensure_future(self._run_probe())
             self._probing.add_done_callback(lambda _: setattr(self, "_probing", None))
             self._probe_started = time.monotonic()
-        chunk, per_token, full_per_probe = self._probe
-        # Still running after `t` seconds, the probe shows a speed below (full-chunk tokens of the probe) / t; the
-        # request fits only at `cost / (slots x HEADROOM x time left)` or faster.
-        decisive_s = (full_per_probe * per_token * chunk_cost(chunk) * self.slot_count
-                      * HEADROOM * max(0.0, deadline - time.monotonic()) / max(1, cost))
+        _, worth = self._probe
+        # Still running after `t` seconds, the probe shows a speed below `worth / t`; the request fits only at
+        # `cost / (slots x HEADROOM x time left)` or faster.
+        decisive_s = worth * self.slot_count * HEADROOM * max(0.0, deadline - time.monotonic()) / max(1, cost)
         try:
             # Shielded: a request that goes away (or stops waiting) must not cancel the verdict others wait for.
             await asyncio.wait_for(asyncio.shield(self._probing),
@@ -235,14 +237,14 @@ class ExplainLane:
         return True
 
     async def _run_probe(self) -> None:
-        chunk, per_token, full_per_probe = self._probe
+        chunk, worth = self._probe
         try:
             _, seconds = await self._run_timed(chunk)
         except (Exception, asyncio.CancelledError):  # noqa: BLE001
             # The lane's thread is shutting down (its queued work cancelled): admit on the speed there is.
             return
         if seconds > 0:
-            was, self.tokens_per_s = self.tokens_per_s, full_per_probe * per_token * chunk_cost(chunk) / seconds
+            was, self.tokens_per_s = self.tokens_per_s, worth / seconds
             self.newest_tokens_per_s = self.tokens_per_s
             self.peak_tokens_per_s = max(self.peak_tokens_per_s or 0.0, self.tokens_per_s)
             log.debug("explain speed measured again: %.0f tokens/s (was %.0f, fastest %.0f)", self.tokens_per_s,

@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from app.cores import auto_layout, usable_cores
+from app.cores import usable_cores
 from bench.harness import Server, free_port, preload, test_reviews, write_bodies, wrk
 from bench.model_speed import layouts, measure_layouts
 
@@ -175,8 +175,12 @@ def report(results: dict, gpu: dict | None) -> str:
 
 
 def default_layout(device: str) -> tuple[int, int]:
-    """The server's default processes x torch workers per process on `device`, here (`auto` resolved)."""
-    return auto_layout(device.startswith("cuda"), usable_cores())
+    """The server's default processes x torch workers per process on `device`, here (`auto`, resolved as the
+    server's settings resolve it)."""
+    from app.config import Settings
+
+    s = Settings(device=device, processes="auto", torch_workers="auto")
+    return s.processes, s.torch_workers
 
 
 def run_meta(model, device: str) -> dict:
