@@ -8,6 +8,10 @@ batch. Packed sequences guarantee that but make the CPU backward pass several ti
 - every pooling step masks padded positions out.
 Outputs at padded positions are garbage and are never read.
 
+Inference on the CPU skips the padding's work as well (`forward_segments`): rows sorted longest first run through
+the LSTMs in a few time segments, each segment over only the rows still inside their text, carrying each row's
+state across segment boundaries and pooling as it goes. Each row reads exactly the steps it would read alone.
+
 The LSTM's logit is the model. An NB-weighted uni/bi/trigram model (`model.ngram`, `nb_buckets`) may be blended
 with it by two weights and a bias fitted on validation; until it is fitted the blend passes the LSTM's logit
 through unchanged, so training and model selection see the LSTM alone.
@@ -15,6 +19,7 @@ through unchanged, so training and model selection see the LSTM alone.
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from dataclasses import asdict, dataclass, fields
 from typing import Sequence
 
@@ -65,14 +70,47 @@ def right_pad(rows: Sequence[Sequence[int]]) -> tuple[torch.Tensor, torch.Tensor
 
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-    """Reverse each row's first `lengths[b]` steps in place, leaving its padding where it is.
+    """Reverse each row's first `lengths[b]` steps in place, leaving its padding where it is ([B, T] or [B, T, *]).
 
     It is its own inverse, so the same call maps the backward LSTM's outputs back to text order.
     """
     steps = torch.arange(x.size(1), device=x.device).unsqueeze(0)
     last = lengths.unsqueeze(1) - 1
     index = torch.where(steps <= last, last - steps, steps)
-    return x.gather(1, index.unsqueeze(-1).expand_as(x))
+    if x.dim() > 2:
+        index = index.view(*index.shape, *(1,) * (x.dim() - 2)).expand_as(x)
+    return x.gather(1, index)
+
+
+# What one more LSTM call per direction costs, in row-steps (one row through one time step): a segment boundary
+# is worth it only where it saves more padded row-steps than that.
+SEGMENT_CALL_COST = 100.0
+
+
+def plan_segments(lengths: Sequence[int], call_cost: float = SEGMENT_CALL_COST) -> list[tuple[int, int, int]]:
+    """The cheapest time segments for rows of these lengths sorted longest first, as (start, end, rows): steps
+    [start, end) of the first `rows` rows, those still inside their text at `start`.
+
+    Cost: the row-steps run (padding inside a segment included) plus `call_cost` per segment. A boundary anywhere
+    but at a row's length saves nothing, so this is an exact dynamic programme over the distinct lengths: O(m^2)
+    for m <= rows.
+    """
+    ascending = sorted(lengths)
+    points = [0, *sorted(set(ascending))]
+    rows_past = [len(ascending) - bisect_right(ascending, p) for p in points]  # rows longer than each point
+    best = [0.0] + [float("inf")] * (len(points) - 1)
+    cut = [0] * len(points)
+    for j in range(1, len(points)):
+        for i in range(j):
+            cost = best[i] + rows_past[i] * (points[j] - points[i]) + call_cost
+            if cost < best[j]:
+                best[j], cut[j] = cost, i
+    segments = []
+    j = len(points) - 1
+    while j > 0:
+        segments.append((points[cut[j]], points[j], rows_past[cut[j]]))
+        j = cut[j]
+    return segments[::-1]
 
 
 class SentimentLSTM(nn.Module):
@@ -161,6 +199,55 @@ class SentimentLSTM(nn.Module):
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Uncalibrated logits [B] for right-padded token ids [B, T] with real lengths [B] (each >= 1)."""
+        return self._blend(self.lstm_logit(ids, lengths), ids, lengths)
+
+    def _blend(self, lstm: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if not self.config.nb_buckets:
-            return self.lstm_logit(ids, lengths)
-        return self.blend(self.components(ids, lengths)).squeeze(-1)
+            return lstm
+        return self.blend(torch.stack([lstm, self.ngram(ids, lengths)], dim=-1)).squeeze(-1)
+
+    @property
+    def segmentable(self) -> bool:
+        """Whether `forward_segments` runs by segments: one LSTM layer pooled by max and mean."""
+        return self.config.num_layers == 1 and self.config.pooling == "max_mean"
+
+    def forward_segments(self, ids: torch.Tensor, lengths: torch.Tensor,
+                         segments: Sequence[tuple[int, int, int]]) -> torch.Tensor:
+        """`forward` in eval mode for rows sorted longest first, run by `plan_segments(lengths)`'s segments.
+
+        The same logits, but no row runs past its own length (beyond the padding a segment keeps), and no
+        [B, T, features] tensor is built: each direction is pooled segment by segment. Max and mean of the
+        concatenated directions are those of each direction apart, and pooling ignores order, so the backward
+        direction is pooled in its own (reversed) order. Networks that are not `segmentable`, and any network in
+        training mode (dropout), run `forward`.
+        """
+        if not self.segmentable or self.training:
+            return self.forward(ids, lengths)
+        directions = [(self.forward_lstms[0], ids)]
+        if self.config.bidirectional:
+            directions.append((self.backward_lstms[0], reverse_padded(ids, lengths)))
+        pooled = [self._pool_by_segments(lstm, rows, lengths, segments) for lstm, rows in directions]
+        count = lengths.unsqueeze(1).to(pooled[0][1].dtype)
+        features = torch.cat([m for m, _ in pooled] + [s / count for _, s in pooled], dim=-1)
+        return self._blend(self.head(features).squeeze(-1), ids, lengths)
+
+    def _pool_by_segments(self, lstm: nn.LSTM, ids: torch.Tensor, lengths: torch.Tensor,
+                          segments: Sequence[tuple[int, int, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Max and sum over each row's real steps of `lstm`'s outputs on right-padded `ids`, segment by segment."""
+        shape = (ids.size(0), lstm.hidden_size)
+        maxed = torch.full(shape, float("-inf"), device=ids.device)
+        summed = torch.zeros(shape, device=ids.device)
+        state = None
+        for start, end, rows in segments:
+            if state is not None:  # rows sorted longest first: those that go on are the first `rows`
+                state = (state[0][:, :rows], state[1][:, :rows])
+            out, state = lstm(self.embedding(ids[:rows, start:end]), state)
+            if int(lengths[rows - 1]) < end:  # some rows end inside this segment: leave their padding out
+                steps = torch.arange(start, end, device=ids.device).unsqueeze(0)
+                real = (steps < lengths[:rows].unsqueeze(1)).unsqueeze(-1)
+                out_max, out_sum = out.masked_fill(~real, float("-inf")).amax(1), (out * real).sum(1)
+            else:
+                out_max, out_sum = out.amax(1), out.sum(1)
+            maxed[:rows] = torch.maximum(maxed[:rows], out_max)
+            summed[:rows] += out_sum
+        return maxed, summed

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from model.artifact import DEFAULT_ARTIFACT, load_artifact
-from model.network import COMPONENTS, right_pad
+from model.network import COMPONENTS, plan_segments, right_pad
 from model.tokenizer import UNK_ID
 
 
@@ -50,7 +50,8 @@ def estimate_cost(text: str) -> int:
 
 
 # Cost of one padded LSTM pass ~ longest row x (STEP_OVERHEAD + rows), in row-steps: measured on the 2-core CPU
-# build, one time step cost about as much for a lone row as for 4 more rows of a batch.
+# build, one time step cost about as much for a lone row as for 4 more rows of a batch. (GPU batches are split
+# by this; CPU batches run by time segments instead, see `SentimentModel.logits`.)
 STEP_OVERHEAD = 4.0
 
 
@@ -163,9 +164,21 @@ class SentimentModel:
 
     @torch.inference_mode()
     def logits(self, batch: Sequence[Encoded]) -> torch.Tensor:
-        """Calibrated logits (temperature applied) for one batch, as a CPU float tensor."""
-        ids, lengths = self.collate(batch)
-        return (self.network(ids, lengths).float() / self.temperature).cpu()
+        """Calibrated logits (temperature applied) for one batch, in input order, as a CPU float tensor.
+
+        On the CPU the rows run longest first by time segments (`SentimentLSTM.forward_segments`), so a batch
+        that mixes short and long texts costs about its real tokens, not its longest row times its rows. GPU
+        batches run as one padded pass (`predict_encoded` splits them by length first).
+        """
+        if self.device.type != "cpu":
+            ids, lengths = self.collate(batch)
+            return (self.network(ids, lengths).float() / self.temperature).cpu()
+        order = sorted(range(len(batch)), key=lambda i: -batch[i].cost)
+        ids, lengths = self.collate([batch[i] for i in order])
+        segments = plan_segments([batch[i].cost for i in order])
+        logits = torch.empty(len(batch))
+        logits[order] = self.network.forward_segments(ids, lengths, segments).float()
+        return logits / self.temperature
 
     @torch.inference_mode()
     def component_logits(self, batch: Sequence[Encoded]) -> dict[str, torch.Tensor]:
@@ -193,13 +206,15 @@ class SentimentModel:
     def predict_encoded(self, batch: Sequence[Encoded]) -> list[float]:
         """Calibrated P(positive) for one already-sized batch, in input order.
 
-        The rows are sorted by length and run as the few forward passes that cost least in padded LSTM steps
-        (`split_by_length`): a batch gathered from live requests mixes 20-token and 1,000-token reviews, and one
-        pass over it would spend most of its time on padding. Padding never changes a result, so neither does the
-        split.
+        A batch gathered from live requests mixes 20-token and 1,000-token reviews, and one padded pass over it
+        would spend most of its time on padding. On the CPU `logits` skips it by time segments. On a GPU the rows
+        are sorted by length and run as the few forward passes that cost least in padded LSTM steps
+        (`split_by_length`). Padding never changes a result, so neither does either way.
         """
         if not batch:
             return []
+        if self.device.type == "cpu":
+            return torch.sigmoid(self.logits(batch)).tolist()
         order = sorted(range(len(batch)), key=lambda i: batch[i].cost)
         probs = [0.0] * len(batch)
         for group in split_by_length([batch[i].cost for i in order]):

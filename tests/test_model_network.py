@@ -60,3 +60,69 @@ def test_split_by_length_covers_every_row_once_and_is_optimal():
     # similar lengths stay one pass; a 1,000-token outlier does not drag 60 short rows to its length
     assert len(split_by_length([100] * 64)) == 1
     assert [len(g) for g in split_by_length([50] * 60 + [1000])] == [60, 1]
+
+
+def brute_force_segments(lengths, call_cost):
+    """Every choice of boundaries among the distinct lengths, and its cost (row-steps + call_cost per segment)."""
+    import itertools
+
+    points = sorted(set(lengths))
+    for k in range(len(points)):
+        for inner in itertools.combinations(points[:-1], k):
+            bounds = [0, *inner, points[-1]]
+            yield sum(sum(n > a for n in lengths) * (b - a) + call_cost for a, b in zip(bounds, bounds[1:]))
+
+
+def test_plan_segments_covers_each_row_to_its_length_and_is_optimal():
+    import random
+
+    from model.network import plan_segments
+
+    rng = random.Random(0)
+    for _ in range(50):
+        lengths = sorted((rng.randint(1, 600) for _ in range(rng.randint(1, 7))), reverse=True)
+        call_cost = rng.choice([0.0, 10.0, 100.0, 1000.0])
+        segments = plan_segments(lengths, call_cost)
+        assert segments[0][0] == 0 and segments[-1][1] == lengths[0]
+        assert all(a[1] == b[0] for a, b in zip(segments, segments[1:]))  # contiguous, in order
+        for start, end, rows in segments:  # exactly the rows still inside their text at `start`
+            assert rows == sum(n > start for n in lengths)
+        cost = sum(rows * (end - start) + call_cost for start, end, rows in segments)
+        assert cost == pytest.approx(min(brute_force_segments(lengths, call_cost)))
+    assert plan_segments([300] * 16) == [(0, 300, 16)]  # equal lengths: one pass
+    assert plan_segments([1000] + [50] * 60) == [(0, 50, 61), (50, 1000, 1)]  # an outlier runs on alone
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+@pytest.mark.parametrize("nb_buckets", [0, 256])
+def test_segments_give_the_padded_pass_logits(bidirectional, nb_buckets):
+    from model.network import plan_segments, right_pad
+
+    torch.manual_seed(0)
+    net = SentimentLSTM(NetworkConfig(vocab_size=50, embed_dim=8, hidden_dim=8, num_layers=1, pooling="max_mean",
+                                      bidirectional=bidirectional, nb_buckets=nb_buckets)).eval()
+    if nb_buckets:
+        with torch.no_grad():
+            net.ngram.weight.normal_()
+            net.blend.weight.fill_(0.7)
+    rows = [torch.randint(2, 50, (n,)).tolist() for n in (40, 33, 33, 12, 7, 3, 1)]  # longest first
+    ids, lengths = right_pad(rows)
+    plans = [plan_segments(lengths.tolist()), plan_segments(lengths.tolist(), 0.0), [(0, 40, 7)],
+             [(0, 1, 7), (1, 3, 6), (3, 20, 5), (20, 35, 3), (35, 40, 1)]]  # planned, one per length, one, any
+    with torch.inference_mode():
+        padded = net(ids, lengths)
+        for segments in plans:
+            assert torch.allclose(net.forward_segments(ids, lengths, segments), padded, atol=1e-6), segments
+
+
+def test_networks_that_cannot_run_by_segments_run_the_padded_pass():
+    from model.network import right_pad
+
+    torch.manual_seed(0)
+    for config in (NetworkConfig(vocab_size=50, embed_dim=8, hidden_dim=8, num_layers=2, nb_buckets=0),
+                   NetworkConfig(vocab_size=50, embed_dim=8, hidden_dim=8, pooling="attention", nb_buckets=0)):
+        net = SentimentLSTM(config).eval()
+        assert not net.segmentable
+        ids, lengths = right_pad([[3, 4, 5], [6]])
+        with torch.inference_mode():
+            assert torch.equal(net.forward_segments(ids, lengths, [(0, 1, 2), (1, 3, 1)]), net(ids, lengths))

@@ -53,7 +53,7 @@ def lm_loss(network: SentimentLSTM, heads: LMHeads, ids: torch.Tensor, lengths: 
     x = network.embed_dropout(network.embedding(ids))
     reading = [(network.forward_lstms[0](x)[0], ids)]
     if network.config.bidirectional:
-        reversed_ids = reverse_padded(ids.unsqueeze(-1), lengths).squeeze(-1)
+        reversed_ids = reverse_padded(ids, lengths)
         reading.append((network.backward_lstms[0](reverse_padded(x, lengths))[0], reversed_ids))
     sampled = torch.multinomial(q, negatives, replacement=True).to(ids.device)
     log_expected = torch.log(q.to(ids.device) * negatives + 1e-12)
