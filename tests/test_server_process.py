@@ -436,6 +436,32 @@ def test_the_server_shortens_the_gil_switch_interval_and_keeps_a_tokenizer_setti
         assert out == ["100", expected]  # microseconds
 
 
+PRIMITIVE_CACHE_RUN = """
+import os, app.__main__ as m
+m.bounded_primitive_cache()
+from model import load_model
+from model.predictor import Encoded
+model = load_model(device="cpu")
+def rss_mb(): return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+model.predict_encoded([Encoded((5,) * 10, 10)])
+before = rss_mb()
+for i in range(600):  # batches of 600 different shapes, as live traffic makes them
+    model.predict_encoded([Encoded((5,) * (5 + i // 8), 5 + i // 8)] * (1 + i % 8))
+print(os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"], rss_mb() - before)
+"""
+
+
+def test_the_server_bounds_onednns_cache_of_lstm_shapes_and_keeps_a_capacity_given_to_it():
+    grew = {}
+    for given, expected in ((None, "128"), ("1024", "1024")):  # (1024: oneDNN's own default)
+        env = {"PATH": "/usr/bin:/bin", **({"ONEDNN_PRIMITIVE_CACHE_CAPACITY": given} if given else {})}
+        capacity, mb = subprocess.run([sys.executable, "-c", PRIMITIVE_CACHE_RUN], cwd=ROOT, env=env,
+                                      capture_output=True, text=True, check=True).stdout.split()
+        assert capacity == expected
+        grew[capacity] = float(mb)
+    assert grew["128"] < grew["1024"] - 20, grew  # each cached shape holds memory
+
+
 @pytest.mark.parametrize("loop", ["uvloop", "asyncio"])
 def test_the_event_loop_is_a_setting(start_server, loop):
     server = start_server(SENTIMENT_EVENT_LOOP=loop)  # (asyncio is the default)
