@@ -42,7 +42,9 @@ def main() -> None:
     bodies = write_bodies(Path(tempfile.mkdtemp()) / "bodies.jsonl", test_reviews(a.data, 2000, seed=0), 1)
     port = free_port()
     server = Server([sys.executable, "-m", "bench.http_path", "--serve", "--host", "127.0.0.1", "--port", str(port)],
-                    {"SENTIMENT_LOG_LEVEL": "warning", **preload()}, port,
+                    # One process: the instant model is patched into this one, not into the children that
+                    # SENTIMENT_PROCESSES=auto would start (they would run the real model).
+                    {"SENTIMENT_LOG_LEVEL": "warning", "SENTIMENT_PROCESSES": "1", **preload()}, port,
                     log_path=Path(tempfile.mkdtemp()) / "server.log")
     try:
         wrk(port, bodies, a.connections, 3)  # warm-up
