@@ -192,7 +192,9 @@ class SentimentLSTM(nn.Module):
     def components(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Per-component logits [B, len(COMPONENTS)] (only the LSTM's [B, 1] without an n-gram model): what the
         blend weighs, and what the ablations score one by one."""
-        lstm = self.lstm_logit(ids, lengths)
+        return self._beside_ngram(self.lstm_logit(ids, lengths), ids, lengths)
+
+    def _beside_ngram(self, lstm: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if not self.config.nb_buckets:
             return lstm.unsqueeze(-1)
         return torch.stack([lstm, self.ngram(ids, lengths)], dim=-1)
@@ -204,7 +206,7 @@ class SentimentLSTM(nn.Module):
     def _blend(self, lstm: torch.Tensor, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         if not self.config.nb_buckets:
             return lstm
-        return self.blend(torch.stack([lstm, self.ngram(ids, lengths)], dim=-1)).squeeze(-1)
+        return self.blend(self._beside_ngram(lstm, ids, lengths)).squeeze(-1)
 
     @property
     def segmentable(self) -> bool:
@@ -226,7 +228,7 @@ class SentimentLSTM(nn.Module):
         directions = [(self.forward_lstms[0], ids)]
         if self.config.bidirectional:
             directions.append((self.backward_lstms[0], reverse_padded(ids, lengths)))
-        pooled = [self._pool_by_segments(lstm, rows, lengths, segments) for lstm, rows in directions]
+        pooled = [self._pool_by_segments(lstm, read, lengths, segments) for lstm, read in directions]
         count = lengths.unsqueeze(1).to(pooled[0][1].dtype)
         features = torch.cat([m for m, _ in pooled] + [s / count for _, s in pooled], dim=-1)
         return self._blend(self.head(features).squeeze(-1), ids, lengths)
