@@ -172,7 +172,7 @@ ONEDNN_PRIMITIVE_CACHE_CAPACITY = 128
 
 def bounded_primitive_cache() -> None:
     """On a CPU, torch runs the LSTM through oneDNN, which compiles a primitive for each input shape it meets and
-    keeps the last ones it used, each holding memory. Live batches run LSTM segments of ever new (rows, steps)
+    keeps the last ones it used, each holding memory. Live batches run LSTM segments of many (rows, steps)
     shapes, and with oneDNN's default capacity the resident set grew under load until the processes passed the
     memory target; this capacity kept it flat at the same speed (figures in git log for this function). oneDNN
     reads it when it first runs, so this only has to precede the first forward pass. A value set by the user is

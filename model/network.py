@@ -86,17 +86,25 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 # is worth it only where it saves more padded row-steps than that.
 SEGMENT_CALL_COST = 100.0
 
+# Segment boundaries fall on multiples of this many steps. oneDNN, which runs the LSTM on a CPU, compiles a
+# primitive for each (rows, steps) shape and keeps a bounded number of them (app/__main__.py); a shape it no
+# longer holds is compiled again, which costs more than running a few steps of padding. With boundaries on every
+# length, nearly every lone text and every segment was a new shape; on multiples of 16 the shapes repeat.
+SEGMENT_STEPS = 16
 
-def plan_segments(lengths: Sequence[int], call_cost: float = SEGMENT_CALL_COST) -> list[tuple[int, int, int]]:
+
+def plan_segments(lengths: Sequence[int], call_cost: float = SEGMENT_CALL_COST,
+                  quantum: int = SEGMENT_STEPS) -> list[tuple[int, int, int]]:
     """The cheapest time segments for rows of these lengths sorted longest first, as (start, end, rows): steps
-    [start, end) of the first `rows` rows, those still inside their text at `start`.
+    [start, end) of the first `rows` rows, those still inside their text at `start`. Every boundary is a
+    multiple of `quantum`, so the last segment may end past the longest row (padding, masked like any other).
 
     Cost: the row-steps run (padding inside a segment included) plus `call_cost` per segment. A boundary anywhere
-    but at a row's length saves nothing, so this is an exact dynamic programme over the distinct lengths: O(m^2)
-    for m <= rows.
+    but at a row's length rounded up to `quantum` saves nothing, so this is an exact dynamic programme over those
+    points: O(m^2) for m <= rows.
     """
     ascending = sorted(lengths)
-    points = [0, *sorted(set(ascending))]
+    points = [0, *sorted({-(-n // quantum) * quantum for n in ascending})]
     rows_past = [len(ascending) - bisect_right(ascending, p) for p in points]  # rows longer than each point
     best = [0.0] + [float("inf")] * (len(points) - 1)
     cut = [0] * len(points)
@@ -225,6 +233,8 @@ class SentimentLSTM(nn.Module):
         """
         if not self.segmentable or self.training:
             return self.forward(ids, lengths)
+        if segments[-1][1] > ids.size(1):  # the last segment is rounded up past the longest row
+            ids = nn.functional.pad(ids, (0, segments[-1][1] - ids.size(1)))
         directions = [(self.forward_lstms[0], ids)]
         if self.config.bidirectional:
             directions.append((self.backward_lstms[0], reverse_padded(ids, lengths)))

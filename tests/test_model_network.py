@@ -62,11 +62,12 @@ def test_split_by_length_covers_every_row_once_and_is_optimal():
     assert [len(g) for g in split_by_length([50] * 60 + [1000])] == [60, 1]
 
 
-def brute_force_segments(lengths, call_cost):
-    """Every choice of boundaries among the distinct lengths, and its cost (row-steps + call_cost per segment)."""
+def brute_force_segments(lengths, call_cost, quantum):
+    """Every choice of boundaries among the multiples of `quantum` up to the longest row rounded up, and its cost
+    (row-steps + call_cost per segment)."""
     import itertools
 
-    points = sorted(set(lengths))
+    points = list(range(quantum, -(-max(lengths) // quantum) * quantum + 1, quantum))
     for k in range(len(points)):
         for inner in itertools.combinations(points[:-1], k):
             bounds = [0, *inner, points[-1]]
@@ -79,18 +80,21 @@ def test_plan_segments_covers_each_row_to_its_length_and_is_optimal():
     from model.network import plan_segments
 
     rng = random.Random(0)
-    for _ in range(50):
-        lengths = sorted((rng.randint(1, 600) for _ in range(rng.randint(1, 7))), reverse=True)
+    for _ in range(60):
+        quantum = rng.choice([1, 4, 16])
+        lengths = sorted((rng.randint(1, 12 * quantum) for _ in range(rng.randint(1, 7))), reverse=True)
         call_cost = rng.choice([0.0, 10.0, 100.0, 1000.0])
-        segments = plan_segments(lengths, call_cost)
-        assert segments[0][0] == 0 and segments[-1][1] == lengths[0]
+        segments = plan_segments(lengths, call_cost, quantum)
+        assert segments[0][0] == 0 and segments[-1][1] == -(-lengths[0] // quantum) * quantum
+        assert all(end % quantum == 0 for _, end, _ in segments)  # shapes repeat: steps on multiples
         assert all(a[1] == b[0] for a, b in zip(segments, segments[1:]))  # contiguous, in order
         for start, end, rows in segments:  # exactly the rows still inside their text at `start`
             assert rows == sum(n > start for n in lengths)
         cost = sum(rows * (end - start) + call_cost for start, end, rows in segments)
-        assert cost == pytest.approx(min(brute_force_segments(lengths, call_cost)))
-    assert plan_segments([300] * 16) == [(0, 300, 16)]  # equal lengths: one pass
-    assert plan_segments([1000] + [50] * 60) == [(0, 50, 61), (50, 1000, 1)]  # an outlier runs on alone
+        assert cost == pytest.approx(min(brute_force_segments(lengths, call_cost, quantum)))
+    assert plan_segments([300] * 16, quantum=1) == [(0, 300, 16)]  # equal lengths: one pass
+    assert plan_segments([300] * 16) == [(0, 304, 16)]  # to a multiple of SEGMENT_STEPS
+    assert plan_segments([1000] + [50] * 60) == [(0, 64, 61), (64, 1008, 1)]  # an outlier runs on alone
 
 
 @pytest.mark.parametrize("bidirectional", [True, False])
@@ -107,8 +111,10 @@ def test_segments_give_the_padded_pass_logits(bidirectional, nb_buckets):
             net.blend.weight.fill_(0.7)
     rows = [torch.randint(2, 50, (n,)).tolist() for n in (40, 33, 33, 12, 7, 3, 1)]  # longest first
     ids, lengths = right_pad(rows)
-    plans = [plan_segments(lengths.tolist()), plan_segments(lengths.tolist(), 0.0), [(0, 40, 7)],
-             [(0, 1, 7), (1, 3, 6), (3, 20, 5), (20, 35, 3), (35, 40, 1)]]  # planned, one per length, one, any
+    plans = [plan_segments(lengths.tolist()), plan_segments(lengths.tolist(), 0.0, 1),
+             plan_segments(lengths.tolist(), 0.0, 4), [(0, 40, 7)],
+             [(0, 1, 7), (1, 3, 6), (3, 20, 5), (20, 35, 3), (35, 40, 1)]]
+    # planned (the last segment padded past the longest row), one per length, on multiples of 4, one, any
     with torch.inference_mode():
         padded = net(ids, lengths)
         for segments in plans:
