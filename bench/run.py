@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--reviews", type=int, default=2000, help="distinct test reviews to use")
     p.add_argument("--duration", type=float, default=20, help="seconds per load level")
     p.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64, 256], help="wrk connections")
-    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64, 128], help="in-process sizes")
+    p.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 16, 32, 64, 128], help="in-process sizes")
     p.add_argument("--device", default=os.environ.get("SENTIMENT_DEVICE", "cpu"), help="cpu or cuda")
     p.add_argument("--max-threads", type=int, default=usable_cores(),
                    help="cores the in-process layouts may use (callers x threads); the limit is the best layout")
