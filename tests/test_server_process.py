@@ -445,8 +445,9 @@ model = load_model(device="cpu")
 def rss_mb(): return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 model.predict_encoded([Encoded((5,) * 10, 10)])
 before = rss_mb()
-for i in range(600):  # batches of 600 different shapes, as live traffic makes them
-    model.predict_encoded([Encoded((5,) * (5 + i // 8), 5 + i // 8)] * (1 + i % 8))
+for i in range(600):  # batches of 600 different shapes (steps on multiples of 16), as live traffic makes them
+    steps = 16 * (1 + i // 40)
+    model.predict_encoded([Encoded((5,) * steps, steps)] * (1 + i % 40))
 print(os.environ["ONEDNN_PRIMITIVE_CACHE_CAPACITY"], rss_mb() - before)
 """
 
