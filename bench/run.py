@@ -85,7 +85,10 @@ def markdown(results: dict) -> str:
                      f"{r['server_peak_rss_mb']:.0f} |")
     lines += ["", f"In-process limit: **{limit['reviews_per_s']:.1f} reviews/s**, {limit.get('callers', 1)} "
                   f"caller(s) × {limit['threads']} torch thread(s) at batch {limit['batch_size']}."]
-    if "limit_after" in results:
+    if results.get("limit_checks"):
+        checks = ", ".join(f"{c['when']} {c['reviews_per_s']:.1f}" for c in results["limit_checks"])
+        lines.append(f"The same layout measured again during the run: {checks} reviews/s.")
+    elif "limit_after" in results:
         again = results["limit_after"]["reviews_per_s"]
         lines.append(f"Measured again after the servers: {again:.1f} reviews/s "
                      f"({again / limit['reviews_per_s'] - 1:+.0%}: how far the machine drifted during the run).")
@@ -102,10 +105,21 @@ def best_in_process(results: dict) -> dict:
     return max(results["in_process"], key=lambda r: r["reviews_per_s"])
 
 
+def limit_around(results: dict, server: str) -> float | None:
+    """The best in-process layout measured again just before `server` ran and just after (the better of the
+    two), or None for a run without those checks."""
+    checks = results.get("limit_checks", [])
+    i = next((k for k, c in enumerate(checks) if c["when"] == f"before {server}"), None)
+    if i is None:
+        return None
+    return max(c["reviews_per_s"] for c in checks[i:i + 2])
+
+
 def ratios(results: dict) -> dict:
     """Every ratio against the best the other side can do: the in-process limit over all layouts, and the naive
     server's best layout at the same number of connections."""
     limit = best_in_process(results)["reviews_per_s"]
+    around = limit_around(results, results.get("default_service", "service"))
     b1 = min((r for r in results["in_process"] if r["batch_size"] == 1 and r.get("callers", 1) == 1),
              key=lambda r: r["latency_ms"], default=None)
     out = {}
@@ -124,6 +138,8 @@ def ratios(results: dict) -> dict:
         s, n = service(c, 1), naive_best(c)
         if s:
             out[f"service/limit, single texts, {c} conns"] = f"{s['reviews_per_s'] / limit:.0%}"
+            if around:
+                out[f"service/limit around its run, single texts, {c} conns"] = f"{s['reviews_per_s'] / around:.0%}"
         if s and n:
             ratio = s["reviews_per_s"] / n["reviews_per_s"]
             out[f"service/naive best, single texts, {c} conns"] = f"{ratio:.2f}x ({n['server']})"
@@ -131,6 +147,9 @@ def ratios(results: dict) -> dict:
         if r["server"] == default and r["texts_per_request"] > 1:
             out[f"service/limit, {r['texts_per_request']}-text requests, {r['connections']} conns"] = \
                 f"{r['reviews_per_s'] / limit:.0%}"
+            if around:
+                out[f"service/limit around its run, {r['texts_per_request']}-text requests, "
+                    f"{r['connections']} conns"] = f"{r['reviews_per_s'] / around:.0%}"
     s1, n1 = service(1, 1), naive_best(1)
     if s1 and b1:
         out["p50 at 1 conn vs in-process batch-1 latency"] = f"{s1['p50_ms']:.1f} ms vs {b1['latency_ms']:.1f} ms"
@@ -156,7 +175,9 @@ def report(results: dict, gpu: dict | None) -> str:
         "How to read it:",
         "- **The in-process limit** is the model alone, in this process, in the best of every layout the server can",
         "  run (parallel callers × torch threads × batch size), on length-sorted batches: a ceiling that live",
-        "  traffic cannot quite reach. It is measured again after the servers, to show how far the machine drifted.",
+        "  traffic cannot quite reach. Its best layout is measured again before each server and after the last,",
+        "  because this machine's speed drifts over minutes: \"service/limit\" divides by the best of the first",
+        "  sweep, \"around its run\" by the better of the two checks either side of the default layout's server.",
         "- **The naive server** (`bench/naive_server.py`) runs one forward pass per request; it is measured with one",
         "  process and with one process per core (`naive-PxT`: P processes × T torch threads), and each ratio",
         "  against it uses its best layout at that number of connections.",
@@ -239,6 +260,15 @@ def main(argv: list[str] | None = None) -> int:
     results["meta"] = run_meta(model, a.device)
     print(f"in-process limit ({a.device}):", flush=True)
     results["in_process"] = measure_layouts(model, texts, a.batch_sizes, layouts(a.max_threads))
+    best = best_in_process(results)
+
+    def limit_check(when: str) -> None:
+        # This machine's speed drifts over minutes: the best layout again, beside each server, shows how far it
+        # moved and gives each server a limit measured in the same minutes.
+        print(f"in-process limit again, {when}:", flush=True)
+        row = measure_layouts(model, texts, [best["batch_size"]], [(best["callers"], best["threads"])])[0]
+        results.setdefault("limit_checks", []).append({"when": when, **row})
+
     with tempfile.TemporaryDirectory() as tmp:
         single = write_bodies(Path(tmp) / "single.jsonl", texts, 1)
         multi = write_bodies(Path(tmp) / "batch32.jsonl", texts, 32)
@@ -255,6 +285,7 @@ def main(argv: list[str] | None = None) -> int:
                 argv0 = [sys.executable, "-m", "bench.naive_server", "--workers", str(processes), "--threads", "1"]
                 servers.append((f"naive-{processes}x1", argv0, {}))
         for name, argv0, layout_env in servers:
+            limit_check(f"before {name}")
             port = free_port()
             server = Server([*argv0, "--host", "127.0.0.1", "--port", str(port)], {**env, **layout_env}, port)
             results["ready_s"][name] = server.ready_s
@@ -266,12 +297,8 @@ def main(argv: list[str] | None = None) -> int:
                     results["http"] += load_levels(name, server, multi, [16], a.duration, 32)
             finally:
                 server.stop()
-    # This machine's speed drifts over minutes: the best in-process setting measured again, after the servers, shows
-    # how far the limit moved while they ran (the ratios use the first measurement, as the table does).
-    best = best_in_process(results)
-    print("in-process limit again, after the servers:", flush=True)
-    results["limit_after"] = measure_layouts(model, texts, [best["batch_size"]],
-                                             [(best["callers"], best["threads"])])[0]
+    limit_check("after the servers")
+    results["limit_after"] = results["limit_checks"][-1]
     results["ratios"] = ratios(results)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)

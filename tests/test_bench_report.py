@@ -34,3 +34,27 @@ def test_ratios_use_the_best_in_process_layout_the_default_service_layout_and_th
     text = report(results, None)
     assert f"ratios are those of the default layout, {default}" in text
     assert "| service-9x9 | 64 | 1 | 380.0 |" in text
+
+
+def test_ratios_around_a_run_use_the_better_limit_check_either_side_of_the_default_layouts_server():
+    default = "service-{}x{}".format(*default_layout("cpu"))
+    best = {"callers": 2, "threads": 1, "batch_size": 32, "latency_ms": 60.0}
+    results = {
+        "device": "cpu", "cpu_count": 2, "reviews": 10, "duration_s": 1, "ready_s": {default: 1.0},
+        "default_service": default,
+        "in_process": [{**best, "reviews_per_s": 500.0}],
+        "limit_checks": [{**best, "when": f"before {default}", "reviews_per_s": 380.0},
+                         {**best, "when": "before naive-1x1", "reviews_per_s": 400.0},
+                         {**best, "when": "after the servers", "reviews_per_s": 450.0}],
+        "http": [row(default, 64, 300), row(default, 16, 380, texts=32), row("naive-1x1", 64, 100)],
+    }
+    out = ratios(results)
+    assert out["service/limit, single texts, 64 conns"] == "60%"  # against the first sweep's best, 500
+    assert out["service/limit around its run, single texts, 64 conns"] == "75%"  # against 400, not 380 or 450
+    assert out["service/limit around its run, 32-text requests, 16 conns"] == "95%"
+    results["ratios"] = out
+    text = report(results, None)
+    assert (f"measured again during the run: before {default} 380.0, before naive-1x1 400.0, after the servers "
+            "450.0 reviews/s") in text
+    del results["limit_checks"]  # a run from before the checks (an older GPU run) reads as it did
+    assert not any("around" in key for key in ratios(results))
