@@ -8,6 +8,12 @@ Each admitted text is a `Job` whose future the caller awaits. The batcher sees a
 model was busy have usually waited that long already, so under load a batch leaves as soon as the model is free;
 with `max_wait_ms=0` an idle model takes the first text at once.
 
+When the queue is deep, its `window` oldest texts form a round: sorted by cost, then cut into batches in that
+order, so each batch holds texts of similar length (a batch of mixed lengths runs some of its LSTM steps over few
+rows, which uses the CPU poorly). A round is finished before the next one forms, and texts that arrive meanwhile
+join the next, so no text waits behind more than the texts ahead of it plus the rest of its own round: arrival
+order still holds between rounds.
+
 Forward passes run on the torch worker threads (`run_in_executor`), never on the event loop, so the loop keeps
 accepting requests meanwhile. With `workers` > 1 up to that many batches run at once; the owner takes
 the next batch only when a worker is free, so texts that arrive meanwhile join it rather than wait behind it. A
@@ -79,8 +85,11 @@ class Batcher:
     def __init__(self, predict: Callable[[Sequence[Item]], Sequence[Any]], *, max_batch_size: int,
                  max_batch_tokens: int, max_wait_ms: float, max_queue: int, metrics: Metrics,
                  on_fatal: Callable[[BaseException], None] | None = None, max_queue_s: float | None = None,
-                 executor: ThreadPoolExecutor | None = None, workers: int = 1):
+                 executor: ThreadPoolExecutor | None = None, workers: int = 1, window: int = 1):
         self._predict = predict
+        self.window = window
+        self._round_left = 0  # texts at the head of the queue that belong to the round being cut into batches
+        self._round_oldest = 0.0  # when the oldest text of that round arrived
         self.max_batch_size = max_batch_size
         self.max_batch_tokens = max_batch_tokens
         self.max_wait_s = max_wait_ms / 1000
@@ -278,8 +287,8 @@ class Batcher:
                 return
 
     def _deadline(self) -> float:
-        """When the oldest queued text has waited max_wait."""
-        return self._queue[0].enqueued + self.max_wait_s
+        """When the oldest queued text has waited max_wait (a round's head is its shortest text, not its oldest)."""
+        return (self._round_oldest if self._round_left else self._queue[0].enqueued) + self.max_wait_s
 
     def _due(self, deadline: float) -> bool:
         """Whether the next batch leaves now rather than lingering for more texts until `deadline`."""
@@ -299,20 +308,37 @@ class Batcher:
         return count >= self.max_batch_size
 
     def _take_batch(self) -> list[Job]:
+        if not self._round_left:
+            self._start_round()
         jobs: list[Job] = []
         longest = 0
         while self._queue:
             job = self._queue[0]
             if job.future.done():  # the caller went away: never computed
-                self._queue.popleft()
+                self._pop()
                 self._metrics.dropped.labels(job.abandoned or "cancelled").inc()
                 self._answered(1)
                 continue
             if jobs and not self._fits(len(jobs), longest, job.item.cost):
                 break  # (a single text over the token budget still runs, alone)
-            jobs.append(self._queue.popleft())
+            jobs.append(self._pop())
             longest = max(longest, job.item.cost)
         return jobs
+
+    def _start_round(self) -> None:
+        """Sort the `window` oldest queued texts by cost, shortest first, at the head of the queue."""
+        count = min(self.window, len(self._queue))
+        if count < 2:
+            return
+        head = [self._queue.popleft() for _ in range(count)]
+        self._round_oldest = head[0].enqueued
+        head.sort(key=lambda j: j.item.cost)
+        self._queue.extendleft(reversed(head))
+        self._round_left = count
+
+    def _pop(self) -> Job:
+        self._round_left = max(0, self._round_left - 1)
+        return self._queue.popleft()
 
     def _answered(self, count: int) -> None:
         self._outstanding -= count
@@ -383,7 +409,7 @@ class Batcher:
 
     def _fail_queued(self, exc: Exception) -> None:
         while self._queue:
-            job = self._queue.popleft()
+            job = self._pop()
             if not job.future.done():
                 job.future.set_exception(exc)
             self._answered(1)

@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(0.0, ge=0, le=10_000, description="how long an idle model waits for a batch to fill "
                                "after its first text; `0`: at once (batches still form from the texts that arrive "
                                "during a forward pass). Waiting costs every lone request that much latency")
+    batch_window: int = Field(256, ge=1, description="when texts queue up, how many of the oldest are sorted by "
+                              "length before being cut into batches: batches of similar lengths run faster. A round "
+                              "is finished before the next one forms, so a text waits at most for the texts ahead of "
+                              "it and the rest of its round. `1`: arrival order")
     max_queue: int = Field(1024, ge=1, description="texts admitted and waiting; beyond it `429` with `Retry-After`")
     request_timeout_s: float = Field(30.0, gt=0, description="deadline per request; past it `504`. Texts that "
                                      "would wait more than half of it in the queue (queue ÷ recent throughput) get "

@@ -143,6 +143,31 @@ def test_texts_that_queued_while_the_model_was_busy_go_as_soon_as_it_is_free():
     assert fake.batches == [[1], [2, 2, 2, 2, 2]]
 
 
+def test_a_deep_queue_is_cut_into_batches_of_similar_length_one_round_of_the_oldest_texts_at_a_time():
+    async def run(window: int):
+        fake = FakeModel()
+        fake.gate.clear()
+        b, _ = make(fake, max_batch_size=4, max_wait_ms=0, window=window)
+        b.start()
+        first = b.submit([enc(9)])
+        await until(lambda: fake.batches)  # the model is busy: the rest queue up
+        older = [j for n in (50, 1, 40, 2, 30, 3, 20, 4) for j in b.submit([enc(n)])]
+        newer = [j for n in (100, 5, 6, 7) for j in b.submit([enc(n)])]
+        fake.gate.set()
+        outcomes = await gather_jobs(first + older + newer)
+        await b.stop()
+        return fake, outcomes
+
+    fake, outcomes = asyncio.run(run(window=8))
+    # The 8 oldest, sorted, make two batches of similar lengths; the 4 newer ones, short as most of them are,
+    # wait for the next round rather than overtake the older texts.
+    assert fake.batches == [[9], [1, 2, 3, 4], [20, 30, 40, 50], [5, 6, 7, 100]]
+    assert [o.result for o in outcomes] == [0.009, 0.05, 0.001, 0.04, 0.002, 0.03, 0.003, 0.02, 0.004,
+                                            0.1, 0.005, 0.006, 0.007]  # each answer to its own caller
+    fake, _ = asyncio.run(run(window=1))  # arrival order
+    assert fake.batches == [[9], [1, 2, 40, 50], [3, 4, 20, 30], [5, 6, 7, 100]]
+
+
 def test_forward_pass_runs_on_one_worker_thread_not_the_event_loop():
     async def main():
         fake = FakeModel()
