@@ -150,6 +150,8 @@ class Batching(BaseModel):
     max_batch_size: int = Field(description="Most texts per forward pass.", examples=[64])
     max_batch_tokens: int = Field(description="Most padded tokens per forward pass.", examples=[32768])
     max_wait_ms: float = Field(description="Longest wait for a batch to fill on an idle model.", examples=[2.0])
+    batch_window: int = Field(description="Oldest queued texts sorted by length, a round at a time, before they "
+                              "are cut into batches (1: arrival order).", examples=[256])
     max_queue: int = Field(description="Most texts waiting; beyond it requests get 429.", examples=[1024])
 
 

@@ -26,7 +26,7 @@ def create_router(settings: Settings) -> APIRouter:
             **service.model.card(),
             "uncertain_below": s.uncertain_below,
             "batching": {"max_batch_size": s.max_batch_size, "max_batch_tokens": s.max_batch_tokens,
-                         "max_wait_ms": s.max_wait_ms, "max_queue": s.max_queue},
+                         "max_wait_ms": s.max_wait_ms, "batch_window": s.batch_window, "max_queue": s.max_queue},
             "limits": {"max_text_chars": s.max_text_chars, "max_batch_texts": s.max_batch_texts,
                        "max_body_bytes": s.max_body_bytes, "max_tokens": None,
                        "request_timeout_s": s.request_timeout_s, "max_explain_texts": s.max_explain_texts,
