@@ -118,13 +118,17 @@ def limit_around(results: dict, server: str) -> float | None:
 def ratios(results: dict) -> dict:
     """Every ratio against the best the other side can do: the in-process limit over all layouts, and the naive
     server's best layout at the same number of connections."""
+    default = results.get("default_service", "service")
     limit = best_in_process(results)["reviews_per_s"]
-    around = limit_around(results, results.get("default_service", "service"))
+    around = limit_around(results, default)
     b1 = min((r for r in results["in_process"] if r["batch_size"] == 1 and r.get("callers", 1) == 1),
              key=lambda r: r["latency_ms"], default=None)
     out = {}
 
-    default = results.get("default_service", "service")
+    def of_limit(load: str, reviews_per_s: float) -> None:
+        out[f"service/limit, {load}"] = f"{reviews_per_s / limit:.0%}"
+        if around:
+            out[f"service/limit around its run, {load}"] = f"{reviews_per_s / around:.0%}"
 
     def service(c, per):
         return next((r for r in results["http"] if r["server"] == default and r["connections"] == c
@@ -137,19 +141,13 @@ def ratios(results: dict) -> dict:
     for c in sorted({r["connections"] for r in results["http"]}):
         s, n = service(c, 1), naive_best(c)
         if s:
-            out[f"service/limit, single texts, {c} conns"] = f"{s['reviews_per_s'] / limit:.0%}"
-            if around:
-                out[f"service/limit around its run, single texts, {c} conns"] = f"{s['reviews_per_s'] / around:.0%}"
+            of_limit(f"single texts, {c} conns", s["reviews_per_s"])
         if s and n:
             ratio = s["reviews_per_s"] / n["reviews_per_s"]
             out[f"service/naive best, single texts, {c} conns"] = f"{ratio:.2f}x ({n['server']})"
     for r in results["http"]:
         if r["server"] == default and r["texts_per_request"] > 1:
-            out[f"service/limit, {r['texts_per_request']}-text requests, {r['connections']} conns"] = \
-                f"{r['reviews_per_s'] / limit:.0%}"
-            if around:
-                out[f"service/limit around its run, {r['texts_per_request']}-text requests, "
-                    f"{r['connections']} conns"] = f"{r['reviews_per_s'] / around:.0%}"
+            of_limit(f"{r['texts_per_request']}-text requests, {r['connections']} conns", r["reviews_per_s"])
     s1, n1 = service(1, 1), naive_best(1)
     if s1 and b1:
         out["p50 at 1 conn vs in-process batch-1 latency"] = f"{s1['p50_ms']:.1f} ms vs {b1['latency_ms']:.1f} ms"
@@ -298,7 +296,6 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 server.stop()
     limit_check("after the servers")
-    results["limit_after"] = results["limit_checks"][-1]
     results["ratios"] = ratios(results)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     table = markdown(results)
