@@ -149,9 +149,12 @@ def bind_each(host: str, port: int, count: int) -> list[socket.socket] | None:
 def load(settings: Settings, executor):
     """The model, loaded on the thread that will run it (app.torch_pool), or None after printing why not."""
     try:
-        return executor.submit(sentiment_model.load_model, settings.model_dir, settings.device).result()
+        return executor.submit(sentiment_model.load_model, settings.model_dir, settings.device,
+                               settings.lstm_dtype).result()
     except sentiment_model.ArtifactError as exc:
         fail(f"cannot load the model (SENTIMENT_MODEL_DIR): {exc}")
+    except sentiment_model.DtypeError as exc:
+        fail(f"SENTIMENT_LSTM_DTYPE={settings.lstm_dtype!r}: {exc}")
     except ValueError as exc:  # resolve_device: unknown or unavailable device
         fail(f"SENTIMENT_DEVICE={settings.device!r}: {exc}")
     except Exception as exc:  # noqa: BLE001 - e.g. CUDA initialisation errors; one line, not a traceback

@@ -34,6 +34,10 @@ class Settings(BaseSettings):
                             "tampered files stop startup")
     device: str = Field("auto", description="`auto` (CUDA when present), `cpu`, `cuda` or `cuda:N`; an absent GPU "
                         "stops startup")
+    lstm_dtype: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto", description="number format of the LSTM's weights and arithmetic; the rest of the model stays "
+        "float32. `auto`: `bfloat16` on a CPU that computes in it natively (AVX512-BF16 or AMX), where it is "
+        "faster at a small cost in precision (MODEL_CARD.md), else `float32`. `bfloat16` runs on a CPU only")
     max_batch_size: int = Field(model.BATCH_SIZE, ge=1, le=4096, description="most texts in one forward pass")
     max_batch_tokens: int = Field(model.MAX_BATCH_TOKENS, ge=1, description="most padded tokens (longest text × "
                                   "texts) in one forward pass; a longer text runs alone")

@@ -180,6 +180,8 @@ class ModelCard(BaseModel):
                                          examples=[{"embed_dim": 128, "hidden_dim": 128, "bidirectional": True}])
     temperature: float = Field(description="Calibration temperature applied to the logits.", examples=[1.2])
     device: str = Field(description="Where the forward pass runs.", examples=["cpu"])
+    lstm_dtype: str = Field(description="Number format of the LSTM's weights and arithmetic "
+                                        "(`SENTIMENT_LSTM_DTYPE`).", examples=["bfloat16"])
     metrics: dict[str, Any] = Field(description="Training data, validation and test metrics, calibration.")
     truncation: str = Field(description="How long texts are handled.", examples=["none: the whole review is read"])
     uncertain_below: float | None = Field(description="Threshold under which a result is labelled \"uncertain\" "

@@ -89,7 +89,7 @@ class Service:
         loop = asyncio.get_running_loop()
         if self.model is None:
             self.model = await loop.run_in_executor(self.torch_executor, sentiment_model.load_model, s.model_dir,
-                                                    s.device)
+                                                    s.device, s.lstm_dtype)
         self.batcher = Batcher(self._predict, executor=self.torch_executor,
                                max_batch_size=s.max_batch_size,
                                max_batch_tokens=s.max_batch_tokens, max_wait_ms=s.max_wait_ms,

@@ -19,7 +19,9 @@ from pydantic import BaseModel
 from model import load_model
 
 torch.set_num_threads(int(os.environ.get("NAIVE_TORCH_THREADS", "1")))
-model = load_model(device=os.environ.get("SENTIMENT_DEVICE", "cpu"))
+# The service's own model settings, so both sides run the same arithmetic (bfloat16 LSTMs where `auto` picks it).
+model = load_model(device=os.environ.get("SENTIMENT_DEVICE", "cpu"),
+                   lstm_dtype=os.environ.get("SENTIMENT_LSTM_DTYPE", "auto"))
 app = FastAPI(title="naive sentiment server (benchmark baseline)")
 
 

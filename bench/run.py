@@ -164,7 +164,8 @@ def report(results: dict, gpu: dict | None) -> str:
         "Written by `make bench` (`python -m bench.run --data PATH --report docs/benchmarks.md`); it needs the IMDB",
         "archive, `wrk` and a quiet machine. Nothing in this file is edited by hand: run it again to refresh it.", "",
         f"Last run: {m.get('date', '?')}, {results['cpu_count']} CPU cores ({m.get('cpu', '?')}), device "
-        f"{results['device']}, torch {m.get('torch', '?')}, model {m.get('model', '?')}, "
+        f"{results['device']}, torch {m.get('torch', '?')}, model {m.get('model', '?')} "
+        f"(LSTM in {m.get('lstm_dtype', 'float32')}, for all sides), "
         f"commit {m.get('commit', '?')}. "
         f"Bodies: {results['reviews']} real IMDB test reviews, {results['duration_s']:g} s per load level after a "
         f"warm-up; `wrk` runs on the same cores as the server. Server settings: the defaults, except "
@@ -220,7 +221,7 @@ def run_meta(model, device: str) -> dict:
                 if line.startswith("model name")), platform.processor() or "?") if Path("/proc/cpuinfo").exists() \
         else platform.processor() or "?"
     return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": commit, "torch": torch.__version__, "cpu": cpu,
-            "model": f"{model.name} {model.version}",
+            "model": f"{model.name} {model.version}", "lstm_dtype": model.card()["lstm_dtype"],
             "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None}
 
 

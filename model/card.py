@@ -112,6 +112,7 @@ def _results_section(artifact: Path, metrics: dict, report: dict | None, root: P
                   "| accuracy | F1 | precision | recall | ROC-AUC | ECE | Brier |", "|---|---|---|---|---|---|---|",
                   f"| {test['accuracy']:.4f} | {test['f1']:.4f} | {test['precision']:.4f} | {test['recall']:.4f} | "
                   f"{test['roc_auc']:.4f} | {test['ece']:.4f} | {test['brier']:.4f} |", "",
+                  *_other_dtypes(metrics),
                   "Confusion matrix (rows: true label; columns: predicted):", "",
                   "| | predicted negative | predicted positive |", "|---|---|---|",
                   f"| negative | {tn} | {fp} |", f"| positive | {fn} | {tp} |", ""]
@@ -122,6 +123,18 @@ def _results_section(artifact: Path, metrics: dict, report: dict | None, root: P
         for png, title in (("reliability.png", "Reliability diagram"), ("confusion.png", "Confusion matrix")):
             if (artifact / "report" / png).is_file():
                 lines += [f"![{title}]({os.path.relpath(artifact / 'report' / png, root)})", ""]
+    return lines
+
+
+def _other_dtypes(metrics: dict) -> list[str]:
+    """The same weights scored with the LSTM in another number format (`SENTIMENT_LSTM_DTYPE`), when recorded."""
+    lines = []
+    for key, m in sorted(metrics.items()):
+        if key.startswith("test_lstm_"):
+            ablation = ", ".join(f"{NAMES.get(k, k)} {r['accuracy']:.4f}" for k, r in m["ablation"].items())
+            lines += [f"With the LSTM in {key.removeprefix('test_lstm_')} (`SENTIMENT_LSTM_DTYPE`; the figures "
+                      f"above are float32, as trained): accuracy {m['accuracy']:.4f}, F1 {m['f1']:.4f}, ROC-AUC "
+                      f"{m['roc_auc']:.4f}, ECE {m['ece']:.4f}, Brier {m['brier']:.4f}; ablation {ablation}.", ""]
     return lines
 
 

@@ -121,6 +121,13 @@ def plan_segments(lengths: Sequence[int], call_cost: float = SEGMENT_CALL_COST,
     return segments[::-1]
 
 
+def recur(lstm: nn.LSTM, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None = None):
+    """`lstm(x, state)` in the LSTM's own dtype, its output in `x`'s (the state stays in the LSTM's: it only ever
+    goes back into the same LSTM). A no-op cast when both are float32."""
+    out, state = lstm(x.to(lstm.weight_ih_l0.dtype), state)
+    return out.to(x.dtype), state
+
+
 class SentimentLSTM(nn.Module):
     def __init__(self, config: NetworkConfig):
         super().__init__()
@@ -155,15 +162,27 @@ class SentimentLSTM(nn.Module):
         for lstm in [*self.forward_lstms, *self.backward_lstms]:
             lstm.flatten_parameters()
 
+    def set_lstm_dtype(self, dtype: torch.dtype) -> None:
+        """Run the LSTMs' weights and arithmetic in `dtype` (inference: bfloat16 on CPUs that compute in it
+        natively), everything else in float32. Each LSTM's input is cast to `dtype` and its output back to
+        float32, so pooling, the head and the n-gram model see float32 either way."""
+        for lstm in [*self.forward_lstms, *self.backward_lstms]:
+            lstm.to(dtype)
+        self.flatten_parameters()
+
+    @property
+    def lstm_dtype(self) -> torch.dtype:
+        return self.forward_lstms[0].weight_ih_l0.dtype
+
     def sequence_features(self, embedded: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """Per-token LSTM outputs [B, T, H*directions] from embeddings [B, T, E]; rows right-padded, lengths >= 1."""
         x = self.embed_dropout(embedded)
         for layer, forward_lstm in enumerate(self.forward_lstms):
             if layer:
                 x = self.dropout(x)
-            out, _ = forward_lstm(x)
+            out, _ = recur(forward_lstm, x)
             if self.config.bidirectional:
-                back, _ = self.backward_lstms[layer](reverse_padded(x, lengths))
+                back, _ = recur(self.backward_lstms[layer], reverse_padded(x, lengths))
                 out = torch.cat([out, reverse_padded(back, lengths)], dim=-1)
             x = out
         return x
@@ -253,7 +272,7 @@ class SentimentLSTM(nn.Module):
         for start, end, rows in segments:
             if state is not None:  # rows sorted longest first: those that go on are the first `rows`
                 state = (state[0][:, :rows], state[1][:, :rows])
-            out, state = lstm(self.embedding(ids[:rows, start:end]), state)
+            out, state = recur(lstm, self.embedding(ids[:rows, start:end]), state)
             if int(lengths[rows - 1]) < end:  # some rows end inside this segment: leave their padding out
                 steps = torch.arange(start, end, device=ids.device).unsqueeze(0)
                 real = (steps < lengths[:rows].unsqueeze(1)).unsqueeze(-1)

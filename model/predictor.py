@@ -135,11 +135,48 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return resolved
 
 
+LSTM_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+class DtypeError(ValueError):
+    """An LSTM dtype that is unknown or cannot run on the chosen device."""
+
+
+def cpu_computes_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 arithmetic of its own (AVX512-BF16 or AMX) and torch has oneDNN to use it.
+    Elsewhere bfloat16 is emulated, and slower than float32."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: no cheap way to tell
+        return False
+    return any(f in flags.split() for f in ("avx512_bf16", "amx_bf16"))
+
+
+def resolve_lstm_dtype(name: str, device: torch.device) -> torch.dtype:
+    """`auto` (bfloat16 on a CPU that computes in it natively, else float32), `float32` or `bfloat16` (CPU only).
+
+    bfloat16 keeps float32's range with 8 bits of mantissa: the LSTM's weights and arithmetic lose precision, the
+    pooling, head, n-gram model and calibration after it stay float32."""
+    if name == "auto":
+        return torch.bfloat16 if device.type == "cpu" and cpu_computes_bfloat16() else torch.float32
+    if name not in LSTM_DTYPES:
+        raise DtypeError(f"unknown LSTM dtype {name!r}: use auto, float32 or bfloat16")
+    if name == "bfloat16" and device.type != "cpu":
+        raise DtypeError(f"bfloat16 LSTMs run on the CPU only, not on {device}: use auto or float32")
+    return LSTM_DTYPES[name]
+
+
 class SentimentModel:
-    def __init__(self, path: str | Path = DEFAULT_ARTIFACT, device: str | torch.device = "auto"):
+    def __init__(self, path: str | Path = DEFAULT_ARTIFACT, device: str | torch.device = "auto",
+                 lstm_dtype: str = "auto"):
         self.path = Path(path)
         self.device = resolve_device(device)
+        dtype = resolve_lstm_dtype(lstm_dtype, self.device)
         self.config, self.metrics, self.network, self.tokenizer = load_artifact(self.path, self.device)
+        if dtype != torch.float32:
+            self.network.set_lstm_dtype(dtype)
         self.name: str = self.config["name"]
         self.version: str = self.config["version"]
         self.temperature: float = float(self.config["temperature"])
@@ -250,11 +287,14 @@ class SentimentModel:
             "architecture": self.config["network"],
             "temperature": self.temperature,
             "device": str(self.device),
+            "lstm_dtype": str(self.network.lstm_dtype).removeprefix("torch."),
             "metrics": self.metrics,
             "truncation": "none: the whole review is read",
         }
 
 
-def load_model(path: str | Path = DEFAULT_ARTIFACT, device: str | torch.device = "auto") -> SentimentModel:
-    """Load a verified artifact folder (the shipped one by default) onto `device`."""
-    return SentimentModel(path, device)
+def load_model(path: str | Path = DEFAULT_ARTIFACT, device: str | torch.device = "auto",
+               lstm_dtype: str = "auto") -> SentimentModel:
+    """Load a verified artifact folder (the shipped one by default) onto `device`, its LSTMs in `lstm_dtype`
+    (`resolve_lstm_dtype`)."""
+    return SentimentModel(path, device, lstm_dtype)

@@ -41,17 +41,18 @@ def test_the_lifespan_loads_the_model_itself_when_none_is_given(make_settings):
     # No model handed in: the lifespan loads it from SENTIMENT_MODEL_DIR (what TestClient users get).
     from fastapi.testclient import TestClient
 
-    app = create_app(make_settings())
+    app = create_app(make_settings(lstm_dtype="float32"))
     with TestClient(app) as c:
         assert c.get("/health/ready").status_code == 200
         assert c.post("/predict", json={"text": "ok"}).status_code == 200
+        assert c.get("/model").json()["lstm_dtype"] == "float32"  # as SENTIMENT_LSTM_DTYPE asked
 
 
 def test_the_model_card(client, loaded_model):
     r = client.get("/model")
     assert r.status_code == 200
     card = r.json()
-    for key in ("name", "version", "labels", "architecture", "temperature", "metrics", "truncation"):
+    for key in ("name", "version", "labels", "architecture", "temperature", "metrics", "truncation", "lstm_dtype"):
         assert card[key] == loaded_model.card()[key], key
     assert card["device"] == "cpu"
     assert card["metrics"]["training"]["data"]  # where the training data came from

@@ -56,6 +56,7 @@ def test_keyword_overrides_win_over_the_environment(monkeypatch):
     ("MAX_BATCH_SIZE", "0", r"SENTIMENT_MAX_BATCH_SIZE='0': .*greater than or equal to 1"),
     ("MAX_WAIT_MS", "soon", r"SENTIMENT_MAX_WAIT_MS='soon': .*valid number"),
     ("DEVICE", "tpu", r"SENTIMENT_DEVICE='tpu': use auto, cpu, cuda or cuda:N"),
+    ("LSTM_DTYPE", "half", r"SENTIMENT_LSTM_DTYPE='half': .*'auto', 'float32' or 'bfloat16'"),
     ("LOG_LEVEL", "loud", r"SENTIMENT_LOG_LEVEL='loud'"),
     ("UNCERTAIN_BELOW", "0.3", r"SENTIMENT_UNCERTAIN_BELOW='0.3': .*greater than 0.5"),
     ("REQUEST_TIMEOUT_S", "0", r"SENTIMENT_REQUEST_TIMEOUT_S='0'"),
