@@ -144,7 +144,7 @@ class DtypeError(ValueError):
 
 def cpu_computes_bfloat16() -> bool:
     """Whether this CPU has bfloat16 arithmetic of its own (AVX512-BF16 or AMX) and torch has oneDNN to use it.
-    Elsewhere bfloat16 is emulated, and slower than float32."""
+    Elsewhere oneDNN would emulate it, so `auto` keeps float32 there."""
     if not torch.backends.mkldnn.is_available():
         return False
     try:
