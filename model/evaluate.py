@@ -1,6 +1,7 @@
 """Score an artifact on the IMDB test split through `load_model().predict_proba` (the path the service uses).
 
     python -m model.evaluate --data ../shared/data/aclImdb_v1.tar.gz [--artifact DIR] [--json FILE]
+        [--lstm-dtype float32|bfloat16|auto] [--record]
 
 Prints and writes (to --out, default ARTIFACT/report) accuracy, precision/recall/F1, ROC-AUC, ECE, Brier, the
 confusion matrix, accuracy by review length, the ablation (each component of the model scored alone), the
@@ -114,7 +115,7 @@ def save_plots(report: dict, out_dir: Path) -> list[str]:
 
 
 def evaluate_artifact(artifact: str | Path, data: str | Path, device: str = "auto", out_dir: str | Path | None = None,
-                      sample: int = 0, seed: int = 0, batch_size: int = 64, lstm_dtype: str = "auto") -> dict:
+                      sample: int = 0, seed: int = 0, batch_size: int = 64, lstm_dtype: str = "float32") -> dict:
     model = load_model(artifact, device=device, lstm_dtype=lstm_dtype)
     reviews = imdb.load_splits(data, ("test",))["test"]
     if sample and sample < len(reviews):
@@ -146,7 +147,8 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, device: str = "aut
         "reliability": reliability_bins(probs, labels),
         "throughput": {"reviews": len(texts), "seconds": round(seconds, 2),
                        "reviews_per_second": round(len(texts) / seconds, 1), "device": str(model.device),
-                       "lstm_dtype": model.card()["lstm_dtype"], "threads": torch.get_num_threads(), "batch_size": batch_size},
+                       "lstm_dtype": model.card()["lstm_dtype"], "threads": torch.get_num_threads(),
+                       "batch_size": batch_size},
     }
     if out_dir is not None:
         out_dir = Path(out_dir)
@@ -206,8 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--artifact", default=None, help="artifact folder (default: the shipped model)")
     p.add_argument("--data", required=True, help="aclImdb_v1.tar.gz or its extracted folder")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--lstm-dtype", default="auto", help="auto (as the server: bfloat16 on a CPU that computes in "
-                   "it natively), float32 or bfloat16")
+    p.add_argument("--lstm-dtype", default="float32", help="float32 (the model as trained: the card's main "
+                   "figures), bfloat16, or auto (what the server picks on this machine)")
     p.add_argument("--out", default=None, help="report folder (default: ARTIFACT/report)")
     p.add_argument("--sample", type=int, default=0, help="score a stratified sample of N test reviews")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample")

@@ -60,3 +60,29 @@ def test_auto_picks_bfloat16_only_on_a_cpu_that_computes_in_it(monkeypatch):
         predictor.resolve_lstm_dtype("bfloat16", gpu)
     with pytest.raises(model.DtypeError, match="unknown LSTM dtype 'half': use auto, float32 or bfloat16"):
         predictor.resolve_lstm_dtype("half", cpu)
+
+
+def test_a_bfloat16_score_is_recorded_beside_the_float32_one(smoke_artifact, tmp_path):
+    import shutil
+
+    from model.artifact import load_artifact
+    from model.card import render
+    from model.evaluate import record
+
+    artifact = tmp_path / "artifact"
+    shutil.copytree(smoke_artifact, artifact)
+
+    def report(dtype: str, accuracy: float) -> dict:
+        test = {"size": 100, "accuracy": accuracy, "f1": 0.9, "precision": 0.9, "recall": 0.9, "roc_auc": 0.95,
+                "ece": 0.01, "brier": 0.06, "confusion_matrix": [[45, 5], [5, 45]]}
+        return {"test": test, "ablation": {"full": {"accuracy": accuracy, "ece": 0.01, "probes": 0.8}},
+                "probes": {}, "by_length": [], "throughput": {"device": "cpu", "lstm_dtype": dtype}}
+
+    assert record(artifact, report("float32", 0.9)) == "float32"
+    assert record(artifact, report("bfloat16", 0.8)) == "bfloat16"
+    metrics = json.loads((artifact / "metrics.json").read_text())
+    assert metrics["test"]["accuracy"] == 0.9  # the main figures stay those of the model as trained
+    assert metrics["test_lstm_bfloat16"]["accuracy"] == 0.8
+    load_artifact(artifact, torch.device("cpu"))  # the checksum in config.json follows metrics.json
+    assert "With the LSTM in bfloat16 (`SENTIMENT_LSTM_DTYPE`; the figures above are float32, as trained): " \
+           "accuracy 0.8000" in render(artifact, tmp_path)
