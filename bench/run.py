@@ -221,7 +221,7 @@ def run_meta(model, device: str) -> dict:
                 if line.startswith("model name")), platform.processor() or "?") if Path("/proc/cpuinfo").exists() \
         else platform.processor() or "?"
     return {"date": time.strftime("%Y-%m-%d %H:%M %Z"), "commit": commit, "torch": torch.__version__, "cpu": cpu,
-            "model": f"{model.name} {model.version}", "lstm_dtype": model.card()["lstm_dtype"],
+            "model": f"{model.name} {model.version}", "lstm_dtype": model.lstm_dtype,
             "gpu": torch.cuda.get_device_name() if device.startswith("cuda") else None}
 
 

@@ -147,7 +147,7 @@ def evaluate_artifact(artifact: str | Path, data: str | Path, device: str = "aut
         "reliability": reliability_bins(probs, labels),
         "throughput": {"reviews": len(texts), "seconds": round(seconds, 2),
                        "reviews_per_second": round(len(texts) / seconds, 1), "device": str(model.device),
-                       "lstm_dtype": model.card()["lstm_dtype"], "threads": torch.get_num_threads(),
+                       "lstm_dtype": model.lstm_dtype, "threads": torch.get_num_threads(),
                        "batch_size": batch_size},
     }
     if out_dir is not None:

@@ -278,6 +278,11 @@ class SentimentModel:
         """Calibrated P(positive) per text, batched internally."""
         return [p.positive for p in self.predict(texts, batch_size)]
 
+    @property
+    def lstm_dtype(self) -> str:
+        """The LSTM's number format as `SENTIMENT_LSTM_DTYPE` spells it: `float32` or `bfloat16`."""
+        return str(self.network.lstm_dtype).removeprefix("torch.")
+
     def card(self) -> dict:
         """Facts about the model for people: what it is, how it was trained, how well it does."""
         return {
@@ -287,7 +292,7 @@ class SentimentModel:
             "architecture": self.config["network"],
             "temperature": self.temperature,
             "device": str(self.device),
-            "lstm_dtype": str(self.network.lstm_dtype).removeprefix("torch."),
+            "lstm_dtype": self.lstm_dtype,
             "metrics": self.metrics,
             "truncation": "none: the whole review is read",
         }

@@ -25,6 +25,7 @@ def test_bfloat16_lstms_give_the_float32_probabilities_within_a_hundredth(shippe
     texts += [" ".join(texts[i:i + 40]) for i in range(0, len(texts), 40)]  # a few hundred tokens each
     full = model.load_model(shipped_artifact, "cpu", lstm_dtype="float32")
     half = model.load_model(shipped_artifact, "cpu", lstm_dtype="bfloat16")
+    assert (full.lstm_dtype, half.lstm_dtype) == ("float32", "bfloat16")
     assert (full.card()["lstm_dtype"], half.card()["lstm_dtype"]) == ("float32", "bfloat16")
     expected = full.predict_proba(texts)
     for batch_size in (1, 16):
