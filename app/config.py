@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     max_wait_ms: float = Field(0.0, ge=0, le=10_000, description="how long an idle model waits for a batch to fill "
                                "after its first text; `0`: at once (batches still form from the texts that arrive "
                                "during a forward pass). Waiting costs every lone request that much latency")
+    refill_ms: float = Field(3.0, ge=0, le=1000, description="after a batch, how long the next one may wait (at "
+                             "most a tenth of the pass just ended) for the callers it answered to send their next "
+                             "texts, so that under steady load batches stay whole instead of settling into halves. "
+                             "A full batch never waits; `0`: at once")
     batch_window: int = Field(256, ge=1, description="when texts queue up, how many of the oldest are sorted by "
                               "length before being cut into batches: batches of similar lengths run faster. A round "
                               "is finished before the next one forms, so a text waits at most for the texts ahead of "

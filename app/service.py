@@ -96,7 +96,7 @@ class Service:
                                max_queue=s.max_queue, metrics=self.metrics, on_fatal=self._fatal,
                                # Texts that would wait past half their deadline are refused (429) on arrival.
                                max_queue_s=s.request_timeout_s / 2, workers=s.torch_workers,
-                               window=s.batch_window)
+                               window=s.batch_window, refill_ms=s.refill_ms)
         # One warm-up per worker thread, submitted together so that each thread of the pool runs one.
         await asyncio.gather(*(self.batcher.run_in_worker(self._warm_up) for _ in range(s.torch_workers)))
         self.explainer = ExplainLane(self.model, self._run_explaining, slots=1,

@@ -58,7 +58,7 @@ def test_the_model_card(client, loaded_model):
     assert card["metrics"]["training"]["data"]  # where the training data came from
     assert "validation" in card["metrics"]
     assert card["batching"] == {"max_batch_size": 64, "max_batch_tokens": 32768, "max_wait_ms": 0.0,
-                                "batch_window": 256, "max_queue": 1024}
+                                "batch_window": 256, "refill_ms": 3.0, "max_queue": 1024}
     assert card["limits"]["max_text_chars"] == 20000 and card["limits"]["max_batch_texts"] == 64
     assert card["limits"]["max_tokens"] is None
 

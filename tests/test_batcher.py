@@ -22,6 +22,7 @@ class FakeModel:
 
     def __init__(self):
         self.batches: list[list[int]] = []
+        self.spans: list[tuple[float, float]] = []  # (start, end) of each pass, time.monotonic()
         self.threads: set[str] = set()
         self.gate = threading.Event()
         self.gate.set()
@@ -30,7 +31,9 @@ class FakeModel:
     def predict_encoded(self, batch):
         self.batches.append([e.cost for e in batch])
         self.threads.add(threading.current_thread().name)
+        start = time.monotonic()
         self.gate.wait(10)
+        self.spans.append((start, time.monotonic()))
         if self.fail_cost is not None and any(e.cost == self.fail_cost for e in batch):
             raise RuntimeError("boom")
         return [e.cost / 1000 for e in batch]
@@ -141,6 +144,53 @@ def test_texts_that_queued_while_the_model_was_busy_go_as_soon_as_it_is_free():
 
     fake = asyncio.run(main())
     assert fake.batches == [[1], [2, 2, 2, 2, 2]]
+
+
+async def held_first_pass(fake: FakeModel, b: Batcher, hold_s: float):
+    """A first pass over one text that runs `hold_s`, while two more texts queue; returns (first, queued)."""
+    fake.gate.clear()
+    first = b.submit([enc(1)])
+    await until(lambda: fake.batches)
+    queued = [j for _ in range(2) for j in b.submit([enc(2)])]
+    await asyncio.sleep(hold_s)  # the pass's length bounds the refill wait (a tenth of it)
+    fake.gate.set()
+    return first, queued
+
+
+@pytest.mark.parametrize("refill_ms", [10_000, 0])
+def test_after_a_batch_the_next_waits_for_its_callers_to_come_back_and_zero_means_at_once(refill_ms):
+    async def main():
+        fake = FakeModel()
+        b, _ = make(fake, max_wait_ms=0, refill_ms=refill_ms)
+        b.start()
+        first, queued = await held_first_pass(fake, b, 1.0)
+        await gather_jobs(first)
+        again = b.submit([enc(3)])  # the caller just answered sends its next text, as a client in a loop does
+        await gather_jobs(first + queued + again)
+        await b.stop()
+        return fake
+
+    fake = asyncio.run(main())
+    if refill_ms:  # 2 queued < 3 (those 2 + the 1 just answered): the next batch waited for the third
+        assert fake.batches == [[1], [2, 2, 3]]
+    else:
+        assert fake.batches == [[1], [2, 2], [3]]
+
+
+def test_the_refill_wait_ends_after_a_tenth_of_the_pass_when_the_callers_do_not_come_back():
+    async def main():
+        fake = FakeModel()
+        b, _ = make(fake, max_wait_ms=0, refill_ms=10_000)
+        b.start()
+        first, queued = await held_first_pass(fake, b, 0.5)
+        await gather_jobs(first + queued)  # nobody came back: the queued texts leave alone
+        await b.stop()
+        return fake
+
+    fake = asyncio.run(main())
+    assert fake.batches == [[1], [2, 2]]
+    waited = fake.spans[1][0] - fake.spans[0][1]
+    assert 0.045 <= waited < 5  # a tenth of the first pass (>= 0.5 s), not the 10 s of refill_ms
 
 
 def test_a_deep_queue_is_cut_into_batches_of_similar_length_one_round_of_the_oldest_texts_at_a_time():
