@@ -133,6 +133,32 @@ def test_concurrent_requests_share_forward_passes(make_settings, gated_model, as
     assert 'sentiment_batch_size_bucket{le="16.0"} 2.0' in metrics
 
 
+def test_a_client_in_a_loop_rejoins_the_batch_of_those_who_queued_while_it_was_answered(make_settings, gated_model,
+                                                                                       asgi):
+    """SENTIMENT_REFILL_MS: after a batch, the next one waits (briefly) for the callers it answered."""
+    app = create_app(make_settings(max_wait_ms=0, refill_ms=1000), model=gated_model)
+
+    async def main():
+        async with asgi(app) as c:
+            gated_model.batches.clear()
+            gated_model.gate.clear()
+            gated_model.entered.clear()
+            first = asyncio.create_task(c.post("/predict", json={"text": "first"}))
+            await asyncio.to_thread(gated_model.entered.wait, 10)
+            others = [asyncio.create_task(c.post("/predict", json={"text": f"other {i}"})) for i in range(2)]
+            while app.state.service.batcher.queue_depth < 2:
+                await asyncio.sleep(0.01)
+            await asyncio.sleep(1.0)  # the wait is at most a tenth of the pass just ended
+            gated_model.gate.set()
+            answered = await first
+            again = await c.post("/predict", json={"text": "next review of the first client"})
+            return [answered, again, *await asyncio.gather(*others)]
+
+    responses = asyncio.run(main())
+    assert all(r.status_code == 200 for r in responses)
+    assert [len(b) for b in gated_model.batches] == [1, 3]
+
+
 def test_simultaneous_requests_on_an_idle_model_are_batched_within_max_wait(make_settings, gated_model, asgi):
     app = create_app(make_settings(max_wait_ms=200), model=gated_model)
 
