@@ -106,20 +106,26 @@ def test_uncertain_label_when_configured(make_client, loaded_model):
         assert c.post("/predict", json={"text": TEXTS[2]}).json()["label"] in ("positive", "negative")
 
 
+async def held_first_request(app, c, gated_model, queued: int):
+    """Post "first" and hold its forward pass while `queued` more requests queue behind it; returns their tasks."""
+    gated_model.batches.clear()
+    gated_model.gate.clear()
+    gated_model.entered.clear()
+    first = asyncio.create_task(c.post("/predict", json={"text": "first"}))
+    await asyncio.to_thread(gated_model.entered.wait, 10)  # the model is now busy with "first"
+    rest = [asyncio.create_task(c.post("/predict", json={"text": f"text number {i}"})) for i in range(queued)]
+    while app.state.service.batcher.queue_depth < queued:
+        await asyncio.sleep(0.01)
+    return first, rest
+
+
 def test_concurrent_requests_share_forward_passes(make_settings, gated_model, asgi):
     """Requests that arrive while the model is busy leave together in the next forward pass."""
     app = create_app(make_settings(max_wait_ms=0, max_batch_size=64), model=gated_model)
 
     async def main():
         async with asgi(app) as c:
-            gated_model.batches.clear()
-            gated_model.gate.clear()
-            gated_model.entered.clear()
-            first = asyncio.create_task(c.post("/predict", json={"text": "first"}))
-            await asyncio.to_thread(gated_model.entered.wait, 10)  # the model is now busy with "first"
-            rest = [asyncio.create_task(c.post("/predict", json={"text": f"text number {i}"})) for i in range(16)]
-            while app.state.service.batcher.queue_depth < 16:
-                await asyncio.sleep(0.01)
+            first, rest = await held_first_request(app, c, gated_model, 16)
             gated_model.gate.set()
             responses = await asyncio.gather(first, *rest)
             metrics = (await c.get("/metrics")).text
@@ -140,14 +146,7 @@ def test_a_client_in_a_loop_rejoins_the_batch_of_those_who_queued_while_it_was_a
 
     async def main():
         async with asgi(app) as c:
-            gated_model.batches.clear()
-            gated_model.gate.clear()
-            gated_model.entered.clear()
-            first = asyncio.create_task(c.post("/predict", json={"text": "first"}))
-            await asyncio.to_thread(gated_model.entered.wait, 10)
-            others = [asyncio.create_task(c.post("/predict", json={"text": f"other {i}"})) for i in range(2)]
-            while app.state.service.batcher.queue_depth < 2:
-                await asyncio.sleep(0.01)
+            first, others = await held_first_request(app, c, gated_model, 2)
             await asyncio.sleep(1.0)  # the wait is at most a tenth of the pass just ended
             gated_model.gate.set()
             answered = await first
