@@ -152,8 +152,8 @@ class Batching(BaseModel):
     max_wait_ms: float = Field(description="Longest wait for a batch to fill on an idle model.", examples=[2.0])
     batch_window: int = Field(description="Oldest queued texts sorted by length, a round at a time, before they "
                               "are cut into batches (1: arrival order).", examples=[256])
-    refill_ms: float = Field(description="Longest wait, after a batch, for its callers' next texts when fewer are "
-                             "queued.", examples=[3.0])
+    refill_ms: float = Field(description="Longest wait, after a batch, for the callers it answered to send their "
+                             "next texts (at most a tenth of that pass; 0: none).", examples=[3.0])
     max_queue: int = Field(description="Most texts waiting; beyond it requests get 429.", examples=[1024])
 
 
