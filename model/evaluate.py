@@ -162,7 +162,7 @@ def record(artifact: str | Path, report: dict) -> str:
     """Store a full test-split report in the artifact's metrics.json; returns the LSTM dtype it was scored in."""
     from model.artifact import update_metrics
 
-    dtype = report["throughput"].get("lstm_dtype", "float32")
+    dtype = report["throughput"]["lstm_dtype"]
     if dtype == "float32":  # the model as trained: the card's main figures
         update_metrics(artifact, {"test": report["test"], "ablation": report["ablation"], "probes": report["probes"],
                                   "test_by_length": report["by_length"], "test_throughput": report["throughput"]})
@@ -177,8 +177,8 @@ def format_report(report: dict) -> str:
     m = report["test"]
     (tn, fp), (fn, tp) = m["confusion_matrix"]
     t = report["throughput"]
-    lines = [f"{report['artifact']['name']} {report['artifact']['version']} on {report['split']} ({m['size']} reviews), "
-             f"{t['device']}, LSTM in {t.get('lstm_dtype', 'float32')}",
+    lines = [f"{report['artifact']['name']} {report['artifact']['version']} on {report['split']} "
+             f"({m['size']} reviews), {t['device']}, LSTM in {t['lstm_dtype']}",
              f"  accuracy  {m['accuracy']:.4f}    F1 {m['f1']:.4f}    precision {m['precision']:.4f}    "
              f"recall {m['recall']:.4f}",
              f"  ROC-AUC   {m['roc_auc']:.4f}    ECE {m['ece']:.4f}    Brier {m['brier']:.4f}",
