@@ -11,7 +11,7 @@ import torch
 
 from model import ArtifactError, load_model, resolve_device
 from model.artifact import CHECKED_FILES, DEFAULT_ARTIFACT
-from model.tokenizer import build_tokenizer, load_tokenizer
+from model.tokenizer import UNK_ID, build_tokenizer, load_tokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -50,6 +50,15 @@ def test_every_text_is_read_whole_and_reported(smoke_artifact):
     assert preds[0].tokens == 0 and preds[1].tokens == 0
     assert preds[2].tokens == len(model.tokenizer.encode(long_text, add_special_tokens=False).ids) >= 6000
     assert not any(p.truncated for p in preds)
+
+
+def test_encode_reads_the_same_ids_as_the_tokenizer(smoke_artifact):
+    model = load_model(smoke_artifact, device="cpu")
+    texts = ["A great film!<br /><br />Loved it.", "", "naïve café 🎬 ＡＢＣ", "e\u0301\x00 not bad at all " * 50]
+    for text, encoded in zip(texts, model.encode(texts)):
+        ids = model.tokenizer.encode(text, add_special_tokens=False).ids
+        assert encoded.tokens == len(ids)
+        assert encoded.ids == (tuple(ids) or (UNK_ID,))  # an empty text reads one [UNK]
 
 
 def test_batch_invariance(smoke_artifact):
