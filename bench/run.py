@@ -14,6 +14,7 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -43,6 +44,26 @@ def load_levels(name: str, server: Server, bodies: Path, levels: list[int], dura
               f"{row['reviews_per_s']:8.1f} reviews/s  p50 {row['p50_ms']:7.1f} ms  p99 {row['p99_ms']:8.1f} ms  "
               f"non-2xx {row['non_2xx']}  socket errors {row['socket_errors']}  cpu {cpu:.2f}  "
               f"rss {row['server_peak_rss_mb']:.0f} MB", flush=True)
+    return rows
+
+
+def interleave(servers: dict[str, Server], bodies: Path, levels: list[int], rounds: int, duration: float) -> list[dict]:
+    """Every server up at once, measured in turn at each level, `rounds` times. A ratio between two servers then
+    compares runs seconds apart, where the runs one server after another are minutes apart and this machine's speed
+    drifts over minutes. Each round starts with the next server in line, so none always goes first, and each run
+    waits a second for the one before it to wind down (a server may still be answering connections wrk dropped)."""
+    for server in servers.values():
+        wrk(server.port, bodies, max(levels), min(3.0, duration))  # warm-up
+    names, rows = list(servers), []
+    for r in range(rounds):
+        for c in levels:
+            for name in names[r % len(names):] + names[:r % len(names)]:
+                time.sleep(1.0)
+                res = wrk(servers[name].port, bodies, c, duration)
+                rows.append({"round": r + 1, "server": name, "connections": c,
+                             "requests_per_s": res["requests"] / res["seconds"], "p50_ms": res["p50_us"] / 1000})
+                print(f"  round {r + 1} {name:12s} c={c:4d}: {rows[-1]['requests_per_s']:8.1f} req/s  "
+                      f"p50 {rows[-1]['p50_ms']:7.1f} ms", flush=True)
     return rows
 
 
@@ -83,6 +104,16 @@ def markdown(results: dict) -> str:
                      f"{r['reviews_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p90_ms']:.1f} | {r['p99_ms']:.1f} | "
                      f"{r['non_2xx']} | {r['status_429_503']} | {r['socket_errors']} | {r['server_cpu_cores']:.2f} | "
                      f"{r['server_peak_rss_mb']:.0f} |")
+    if results.get("interleaved"):
+        names = list(dict.fromkeys(r["server"] for r in results["interleaved"]))
+        lines += ["", "Interleaved, single texts (all up at once, in turn; req/s):", "",
+                  "| conns | round | " + " | ".join(names) + " | service / naive best |",
+                  "|---:|---:|" + "---:|" * (len(names) + 1)]
+        for (c, rnd), ratio in interleaved_ratios(results).items():
+            got = {r["server"]: r["requests_per_s"] for r in results["interleaved"]
+                   if r["connections"] == c and r["round"] == rnd}
+            lines.append(f"| {c} | {rnd} | " + " | ".join(f"{got[n]:.1f}" if n in got else "" for n in names)
+                         + f" | {ratio:.2f}x |")
     lines += ["", f"In-process limit: **{limit['reviews_per_s']:.1f} reviews/s**, {limit.get('callers', 1)} "
                   f"caller(s) × {limit['threads']} torch thread(s) at batch {limit['batch_size']}."]
     if results.get("limit_checks"):
@@ -148,11 +179,30 @@ def ratios(results: dict) -> dict:
     for r in results["http"]:
         if r["server"] == default and r["texts_per_request"] > 1:
             of_limit(f"{r['texts_per_request']}-text requests, {r['connections']} conns", r["reviews_per_s"])
+    by_level: dict[int, list[float]] = {}
+    for (c, _), ratio in interleaved_ratios(results).items():
+        by_level.setdefault(c, []).append(ratio)
+    for c, got in by_level.items():
+        out[f"service/naive best, interleaved, single texts, {c} conns"] = (
+            f"{statistics.median(got):.2f}x, the median of {len(got)} rounds ({min(got):.2f}-{max(got):.2f}x)")
     s1, n1 = service(1, 1), naive_best(1)
     if s1 and b1:
         out["p50 at 1 conn vs in-process batch-1 latency"] = f"{s1['p50_ms']:.1f} ms vs {b1['latency_ms']:.1f} ms"
     if s1 and n1:
         out["p50 at 1 conn, service vs naive best"] = f"{s1['p50_ms']:.1f} ms vs {n1['p50_ms']:.1f} ms ({n1['server']})"
+    return out
+
+
+def interleaved_ratios(results: dict) -> dict[tuple[int, int], float]:
+    """(connections, round) -> the default service layout's req/s over the best naive layout's in that round."""
+    default = results.get("default_service", "service")
+    rows = results.get("interleaved", [])
+    out = {}
+    for key in dict.fromkeys((r["connections"], r["round"]) for r in rows):
+        got = {r["server"]: r["requests_per_s"] for r in rows if (r["connections"], r["round"]) == key}
+        naive = [v for name, v in got.items() if name.startswith("naive")]
+        if default in got and naive:
+            out[key] = got[default] / max(naive)
     return out
 
 
@@ -180,6 +230,9 @@ def report(results: dict, gpu: dict | None) -> str:
         "- **The naive server** (`bench/naive_server.py`) runs one forward pass per request; it is measured with one",
         "  process and with one process per core (`naive-PxT`: P processes × T torch threads), and each ratio",
         "  against it uses its best layout at that number of connections.",
+        "- **Interleaved**: the default service layout and the naive layouts again, all up at once and measured in",
+        "  turn, a few seconds each, round after round. The sequential runs are minutes apart; these ratios compare",
+        "  runs seconds apart (the median over the rounds, and their range).",
         "- CPU cores and peak RSS cover all of a server's processes (peak RSS is the sum of each one's peak).", "",
         "![throughput and p99 against connections](benchmarks.png)", "",
         markdown(results),
@@ -240,6 +293,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="server processes x torch workers per process to measure (default: the settings' default, "
                         "1 x cores and cores x 1)")
     p.add_argument("--skip-naive", action="store_true", help="do not run the naive server")
+    p.add_argument("--interleaved-rounds", type=int, default=4, help="rounds of the default service layout and "
+                   "the naive layouts measured in turn, all up at once (0: none)")
+    p.add_argument("--interleaved-duration", type=float, default=5, help="seconds per server per level and round")
+    p.add_argument("--interleaved-concurrency", type=int, nargs="+", default=[1, 64, 256],
+                   help="wrk connections for the interleaved rounds")
     p.add_argument("--out", default="bench/results", help="folder for results.json, plot.png, table.md")
     p.add_argument("--report", default=None, help="also write the Markdown report here (make bench: "
                                                    "docs/benchmarks.md), its plot beside it")
@@ -296,6 +354,20 @@ def main(argv: list[str] | None = None) -> int:
                     results["http"] += load_levels(name, server, multi, [16], a.duration, 32)
             finally:
                 server.stop()
+        lineup = [s for s in servers if s[0] == results["default_service"] or s[0].startswith("naive")]
+        if a.interleaved_rounds and len(lineup) > 1 and lineup[0][0] == results["default_service"]:
+            print("interleaved:", flush=True)
+            up: dict[str, Server] = {}
+            try:
+                for name, argv0, layout_env in lineup:
+                    port = free_port()
+                    up[name] = Server([*argv0, "--host", "127.0.0.1", "--port", str(port)], {**env, **layout_env},
+                                      port)
+                results["interleaved"] = interleave(up, single, a.interleaved_concurrency, a.interleaved_rounds,
+                                                    a.interleaved_duration)
+            finally:
+                for server in up.values():
+                    server.stop()
     limit_check("after the servers")
     results["ratios"] = ratios(results)
     (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")

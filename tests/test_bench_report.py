@@ -58,3 +58,27 @@ def test_ratios_around_a_run_use_the_better_limit_check_either_side_of_the_defau
             "450.0 reviews/s") in text
     del results["limit_checks"]  # a run from before the checks (an older GPU run) reads as it did
     assert not any("around" in key for key in ratios(results))
+
+
+def test_interleaved_ratios_take_each_rounds_best_naive_layout_and_report_the_median():
+    default = "service-{}x{}".format(*default_layout("cpu"))
+    rounds = {1: (200.0, 90.0, 100.0), 2: (210.0, 110.0, 95.0), 3: (150.0, 80.0, 50.0)}  # service, naive 1x1, 2x1
+    interleaved = [{"round": r, "server": name, "connections": 64, "requests_per_s": v, "p50_ms": 5.0}
+                   for r, values in rounds.items() for name, v in zip([default, "naive-1x1", "naive-2x1"], values)]
+    results = {
+        "device": "cpu", "cpu_count": 2, "reviews": 10, "duration_s": 1, "ready_s": {default: 1.0},
+        "default_service": default,
+        "in_process": [{"callers": 2, "threads": 1, "batch_size": 32, "reviews_per_s": 500.0, "latency_ms": 60.0}],
+        "http": [row(default, 64, 300), row("naive-2x1", 64, 100)],
+        "interleaved": interleaved + [{"round": 1, "server": default, "connections": 1, "requests_per_s": 100.0,
+                                       "p50_ms": 9.0}],  # a level without a naive run has no ratio
+    }
+    out = ratios(results)
+    # 200/100, 210/110, 150/80: each round against its own best naive layout.
+    assert out["service/naive best, interleaved, single texts, 64 conns"] == \
+        "1.91x, the median of 3 rounds (1.88-2.00x)"
+    assert not any("interleaved, single texts, 1 conns" in key for key in out)
+    results["ratios"] = out
+    text = report(results, None)
+    assert f"| conns | round | {default} | naive-1x1 | naive-2x1 | service / naive best |" in text
+    assert "| 64 | 2 | 210.0 | 110.0 | 95.0 | 1.91x |" in text
