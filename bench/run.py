@@ -30,6 +30,7 @@ def load_levels(name: str, server: Server, bodies: Path, levels: list[int], dura
     wrk(server.port, bodies, max(levels), min(3.0, duration))  # warm-up
     rows = []
     for c in levels:
+        wait_idle(server)  # (see `interleave`)
         cpu0, t0 = server.cpu_seconds(), time.perf_counter()
         r = wrk(server.port, bodies, c, duration)
         cpu = (server.cpu_seconds() - cpu0) / (time.perf_counter() - t0)
@@ -51,20 +52,33 @@ def interleave(servers: dict[str, Server], bodies: Path, levels: list[int], roun
     """Every server up at once, measured in turn at each level, `rounds` times. A ratio between two servers then
     compares runs seconds apart, where the runs one server after another are minutes apart and this machine's speed
     drifts over minutes. Each round starts with the next server in line, so none always goes first, and each run
-    waits a second for the one before it to wind down (a server may still be answering connections wrk dropped)."""
+    waits until the server before it is idle: the naive server goes on answering the requests of connections wrk
+    has dropped, at 256 connections for over a second, on the cores the next run measures."""
     for server in servers.values():
         wrk(server.port, bodies, max(levels), min(3.0, duration))  # warm-up
+        wait_idle(server)
     names, rows = list(servers), []
     for r in range(rounds):
         for c in levels:
             for name in names[r % len(names):] + names[:r % len(names)]:
-                time.sleep(1.0)
                 res = wrk(servers[name].port, bodies, c, duration)
+                wait_idle(servers[name])
                 rows.append({"round": r + 1, "server": name, "connections": c,
                              "requests_per_s": res["requests"] / res["seconds"], "p50_ms": res["p50_us"] / 1000})
                 print(f"  round {r + 1} {name:12s} c={c:4d}: {rows[-1]['requests_per_s']:8.1f} req/s  "
                       f"p50 {rows[-1]['p50_ms']:7.1f} ms", flush=True)
     return rows
+
+
+def wait_idle(server: Server, timeout_s: float = 60.0, step_s: float = 0.5) -> None:
+    """Return once `server` uses under 5% of a core (or after `timeout_s`)."""
+    deadline, last = time.monotonic() + timeout_s, server.cpu_seconds()
+    while time.monotonic() < deadline:
+        time.sleep(step_s)
+        now = server.cpu_seconds()
+        if now - last < 0.05 * step_s:
+            return
+        last = now
 
 
 def plot(results: dict, path: Path) -> None:
