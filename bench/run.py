@@ -123,9 +123,9 @@ def markdown(results: dict) -> str:
         lines += ["", "Interleaved, single texts (all up at once, in turn; req/s):", "",
                   "| conns | round | " + " | ".join(names) + " | service / naive best |",
                   "|---:|---:|" + "---:|" * (len(names) + 1)]
+        rounds = interleaved_rounds(results)
         for (c, rnd), ratio in interleaved_ratios(results).items():
-            got = {r["server"]: r["requests_per_s"] for r in results["interleaved"]
-                   if r["connections"] == c and r["round"] == rnd}
+            got = rounds[c, rnd]
             lines.append(f"| {c} | {rnd} | " + " | ".join(f"{got[n]:.1f}" if n in got else "" for n in names)
                          + f" | {ratio:.2f}x |")
     lines += ["", f"In-process limit: **{limit['reviews_per_s']:.1f} reviews/s**, {limit.get('callers', 1)} "
@@ -207,13 +207,19 @@ def ratios(results: dict) -> dict:
     return out
 
 
+def interleaved_rounds(results: dict) -> dict[tuple[int, int], dict[str, float]]:
+    """(connections, round) -> each server's req/s in that round, in the order they were measured."""
+    rounds: dict[tuple[int, int], dict[str, float]] = {}
+    for r in results.get("interleaved", []):
+        rounds.setdefault((r["connections"], r["round"]), {})[r["server"]] = r["requests_per_s"]
+    return rounds
+
+
 def interleaved_ratios(results: dict) -> dict[tuple[int, int], float]:
     """(connections, round) -> the default service layout's req/s over the best naive layout's in that round."""
     default = results.get("default_service", "service")
-    rows = results.get("interleaved", [])
     out = {}
-    for key in dict.fromkeys((r["connections"], r["round"]) for r in rows):
-        got = {r["server"]: r["requests_per_s"] for r in rows if (r["connections"], r["round"]) == key}
+    for key, got in interleaved_rounds(results).items():
         naive = [v for name, v in got.items() if name.startswith("naive")]
         if default in got and naive:
             out[key] = got[default] / max(naive)
@@ -355,10 +361,14 @@ def main(argv: list[str] | None = None) -> int:
             for processes in dict.fromkeys([1, a.max_threads]):
                 argv0 = [sys.executable, "-m", "bench.naive_server", "--workers", str(processes), "--threads", "1"]
                 servers.append((f"naive-{processes}x1", argv0, {}))
+
+        def start(argv0: list[str], layout_env: dict[str, str]) -> Server:
+            port = free_port()
+            return Server([*argv0, "--host", "127.0.0.1", "--port", str(port)], {**env, **layout_env}, port)
+
         for name, argv0, layout_env in servers:
             limit_check(f"before {name}")
-            port = free_port()
-            server = Server([*argv0, "--host", "127.0.0.1", "--port", str(port)], {**env, **layout_env}, port)
+            server = start(argv0, layout_env)
             results["ready_s"][name] = server.ready_s
             results.setdefault("allocator", {})[name] = server.allocator()
             print(f"{name}: ready in {server.ready_s:.1f} s, memory allocator {server.allocator()}", flush=True)
@@ -374,9 +384,7 @@ def main(argv: list[str] | None = None) -> int:
             up: dict[str, Server] = {}
             try:
                 for name, argv0, layout_env in lineup:
-                    port = free_port()
-                    up[name] = Server([*argv0, "--host", "127.0.0.1", "--port", str(port)], {**env, **layout_env},
-                                      port)
+                    up[name] = start(argv0, layout_env)
                 results["interleaved"] = interleave(up, single, a.interleaved_concurrency, a.interleaved_rounds,
                                                     a.interleaved_duration)
             finally:
