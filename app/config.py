@@ -84,6 +84,11 @@ class Settings(BaseSettings):
         "`SENTIMENT_TORCH_THREADS` intra-op threads: whole batches side by side instead of one batch split across "
         "cores. `auto`: the usable cores left to each process on a CPU (1 with `SENTIMENT_PROCESSES=auto`), 1 on "
         "a GPU")
+    use_idle_cores: bool = Field(True, description="on a CPU, a forward pass that starts on an idle server (its "
+                                 "texts waited for no other pass, and no other server process has run one for a "
+                                 "moment) runs its LSTM's two directions on two threads at once, when the cores allow: "
+                                 "the same results, a lone request answered sooner. Under load each pass keeps to one "
+                                 "thread. `false`: never")
     malloc_trim_s: float = Field(10.0, ge=0, le=3600, description="under glibc's malloc only: every this many "
                                  "seconds, between forward passes, hand freed heap memory back to the OS "
                                  "(`malloc_trim`), so the resident set creeps less under steady load; `0`: never. "

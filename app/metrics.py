@@ -54,6 +54,9 @@ class Metrics:
         self.malloc_trim_seconds = Histogram("sentiment_malloc_trim_seconds", "time a periodic malloc_trim held "
                                              "the forward-pass thread (SENTIMENT_MALLOC_TRIM_S)",
                                              buckets=SECONDS_BUCKETS, registry=r)
+        self.helped_passes = Counter("sentiment_helped_passes", "forward passes that ran their LSTM's two "
+                                     "directions on two threads, a core being idle (SENTIMENT_USE_IDLE_CORES)",
+                                     registry=r)
         self.failures = Counter("sentiment_inference_failures", "texts whose forward pass raised", registry=r)
         self.queue_depth = Gauge("sentiment_queue_depth", "texts admitted and waiting for a forward pass",
                                  multiprocess_mode="livesum", registry=r)

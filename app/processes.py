@@ -117,6 +117,11 @@ class SharedCounts:
         values = struct.unpack_from(f"{self.count}q", self._map)
         return max(0, sum(values) - values[self.index])
 
+    def others_max(self) -> int:
+        """The largest of every other process's count (0 without others)."""
+        values = struct.unpack_from(f"{self.count}q", self._map)
+        return max((v for i, v in enumerate(values) if i != self.index), default=0)
+
 
 def _die_with_parent() -> None:
     """In the child before exec: SIGTERM when the supervisor dies (Linux's PR_SET_PDEATHSIG; elsewhere a no-op)."""

@@ -16,8 +16,10 @@ import model as sentiment_model
 from app import memory
 from app.batcher import Batcher, NotAdmitting, Outcome
 from app.config import Settings
+from app.cores import usable_cores
 from app.explainer import ExplainBusy, ExplainLane, ExplainTooLarge, Ticket
 from app.failures import ClientGone, DeadlineExceeded, ExplainFailed, Unavailable
+from app.idle_cores import IdleCores
 from app.metrics import Metrics
 from app.processes import Siblings
 from app.torch_pool import torch_pool
@@ -44,10 +46,11 @@ class Text:
 
     text: str
     cost: int
+    arrived: float  # time.monotonic()
 
     @classmethod
     def of(cls, text: str) -> Text:
-        return cls(text, sentiment_model.estimate_cost(text))
+        return cls(text, sentiment_model.estimate_cost(text), time.monotonic())
 
 
 @dataclass
@@ -67,6 +70,7 @@ class Service:
         self.model = model  # a loaded model.SentimentModel (or a stand-in with the same methods)
         self.batcher: Batcher | None = None
         self.explainer: ExplainLane | None = None
+        self.idle_cores: IdleCores | None = None  # (on a CPU, with SENTIMENT_USE_IDLE_CORES)
         self._trimmer: asyncio.Task | None = None
         self.state: State = "starting"
         self._on_fatal = on_fatal
@@ -90,6 +94,9 @@ class Service:
         if self.model is None:
             self.model = await loop.run_in_executor(self.torch_executor, sentiment_model.load_model, s.model_dir,
                                                     s.device, s.lstm_dtype)
+        if s.use_idle_cores and self.model.device.type == "cpu":
+            cores = usable_cores()
+            self.idle_cores = IdleCores(cores, s.torch_threads or cores, s.torch_workers, self.siblings)
         self.batcher = Batcher(self._predict, executor=self.torch_executor,
                                max_batch_size=s.max_batch_size,
                                max_batch_tokens=s.max_batch_tokens, max_wait_ms=s.max_wait_ms,
@@ -123,7 +130,7 @@ class Service:
         return await asyncio.get_running_loop().run_in_executor(self.explain_executor, fn, *args)
 
     def _warm_up(self) -> None:
-        self._predict([Text.of(t) for t in WARM_UP_TEXTS])
+        self._predict([Text.of(t) for t in WARM_UP_TEXTS])  # (on a helper thread too, when a core is idle)
 
     def _predict(self, batch: Sequence[Text]) -> list[sentiment_model.Prediction]:
         # Tokenised here, on the torch worker that runs the batch, not on the event loop: at 64 connections
@@ -131,8 +138,12 @@ class Service:
         # (Rust) releases the GIL while the loop serves HTTP. It also made refusing a request cheaper, which a
         # flood that ignores Retry-After turns into more refusals (docs/reliability.md, overload).
         encoded = self.model.encode([t.text for t in batch])
-        return [sentiment_model.Prediction(p, e.tokens)
-                for p, e in zip(self.model.predict_encoded(encoded), encoded)]
+        lending = self.idle_cores.lend(min(t.arrived for t in batch)) if self.idle_cores else None
+        with lending or contextlib.nullcontext() as helper:
+            probabilities = self.model.predict_encoded(encoded, beside=helper)
+        if helper is not None:
+            self.metrics.helped_passes.inc()
+        return [sentiment_model.Prediction(p, e.tokens) for p, e in zip(probabilities, encoded)]
 
     async def _trim_memory(self, every_s: float) -> None:
         # On the forward-pass thread, so a trim waits for the batch under way instead of competing with it.
@@ -188,6 +199,8 @@ class Service:
         if self.batcher is not None:
             await self.batcher.stop()
         self.explain_executor.shutdown(wait=False, cancel_futures=True)
+        if self.idle_cores is not None:
+            self.idle_cores.shutdown()
         if self.state != "failed":
             self.state = "stopped"
 

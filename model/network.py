@@ -20,6 +20,8 @@ through unchanged, so training and model selection see the LSTM alone.
 from __future__ import annotations
 
 from bisect import bisect_right
+from concurrent.futures import Executor
+from concurrent.futures import wait as wait_for_futures
 from dataclasses import asdict, dataclass, fields
 from typing import Sequence
 
@@ -241,7 +243,7 @@ class SentimentLSTM(nn.Module):
         return self.config.num_layers == 1 and self.config.pooling == "max_mean"
 
     def forward_segments(self, ids: torch.Tensor, lengths: torch.Tensor,
-                         segments: Sequence[tuple[int, int, int]]) -> torch.Tensor:
+                         segments: Sequence[tuple[int, int, int]], beside: Executor | None = None) -> torch.Tensor:
         """`forward` in eval mode for rows sorted longest first, run by `plan_segments(lengths)`'s segments.
 
         The same logits, but no row runs past its own length (beyond the padding a segment keeps), and no
@@ -249,6 +251,9 @@ class SentimentLSTM(nn.Module):
         concatenated directions are those of each direction apart, and pooling ignores order, so the backward
         direction is pooled in its own (reversed) order. Networks that are not `segmentable`, and any network in
         training mode (dropout), run `forward`.
+
+        `beside`: an executor with a thread to spare. The two directions never read each other, so the backward one
+        then runs there while this thread runs the forward one: the same logits, sooner when a core is idle.
         """
         if not self.segmentable or self.training:
             return self.forward(ids, lengths)
@@ -257,7 +262,15 @@ class SentimentLSTM(nn.Module):
         directions = [(self.forward_lstms[0], ids)]
         if self.config.bidirectional:
             directions.append((self.backward_lstms[0], reverse_padded(ids, lengths)))
-        pooled = [self._pool_by_segments(lstm, read, lengths, segments) for lstm, read in directions]
+        if beside is not None and len(directions) == 2:
+            # Inference mode is per thread: entered again on the other one, as this one entered it.
+            backward = beside.submit(_inference, self._pool_by_segments, *directions[1], lengths, segments)
+            try:
+                pooled = [self._pool_by_segments(*directions[0], lengths, segments), backward.result()]
+            finally:
+                wait_for_futures([backward])  # never return (or raise) while it still reads these tensors
+        else:
+            pooled = [self._pool_by_segments(lstm, read, lengths, segments) for lstm, read in directions]
         count = lengths.unsqueeze(1).to(pooled[0][1].dtype)
         features = torch.cat([m for m, _ in pooled] + [s / count for _, s in pooled], dim=-1)
         return self._blend(self.head(features).squeeze(-1), ids, lengths)
@@ -282,3 +295,8 @@ class SentimentLSTM(nn.Module):
             maxed[:rows] = torch.maximum(maxed[:rows], out_max)
             summed[:rows] += out_sum
         return maxed, summed
+
+
+def _inference(fn, *args):
+    with torch.inference_mode():
+        return fn(*args)

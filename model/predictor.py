@@ -7,6 +7,7 @@ request as it arrives and pack batches by token count itself.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -201,12 +202,13 @@ class SentimentModel:
         return ids, lengths
 
     @torch.inference_mode()
-    def logits(self, batch: Sequence[Encoded]) -> torch.Tensor:
+    def logits(self, batch: Sequence[Encoded], beside: Executor | None = None) -> torch.Tensor:
         """Calibrated logits (temperature applied) for one batch, in input order, as a CPU float tensor.
 
         On the CPU the rows run longest first by time segments (`SentimentLSTM.forward_segments`), so a batch
-        that mixes short and long texts costs about its real tokens, not its longest row times its rows. GPU
-        batches run as one padded pass (`predict_encoded` splits them by length first).
+        that mixes short and long texts costs about its real tokens, not its longest row times its rows, and with
+        `beside` (an executor with a thread to spare) the two LSTM directions run at once. GPU batches run as one
+        padded pass (`predict_encoded` splits them by length first).
         """
         if self.device.type != "cpu":
             ids, lengths = self.collate(batch)
@@ -215,7 +217,7 @@ class SentimentModel:
         ids, lengths = self.collate([batch[i] for i in order])
         segments = plan_segments([batch[i].cost for i in order])
         logits = torch.empty(len(batch))
-        logits[order] = self.network.forward_segments(ids, lengths, segments).float()
+        logits[order] = self.network.forward_segments(ids, lengths, segments, beside).float()
         return logits / self.temperature
 
     @torch.inference_mode()
@@ -241,8 +243,8 @@ class SentimentModel:
                     column[i] = p
         return probs
 
-    def predict_encoded(self, batch: Sequence[Encoded]) -> list[float]:
-        """Calibrated P(positive) for one already-sized batch, in input order.
+    def predict_encoded(self, batch: Sequence[Encoded], beside: Executor | None = None) -> list[float]:
+        """Calibrated P(positive) for one already-sized batch, in input order; `beside`: see `logits` (CPU only).
 
         A batch gathered from live requests mixes 20-token and 1,000-token reviews, and one padded pass over it
         would spend most of its time on padding. On the CPU `logits` skips it by time segments. On a GPU the rows
@@ -252,7 +254,7 @@ class SentimentModel:
         if not batch:
             return []
         if self.device.type == "cpu":
-            return torch.sigmoid(self.logits(batch)).tolist()
+            return torch.sigmoid(self.logits(batch, beside)).tolist()
         order = sorted(range(len(batch)), key=lambda i: batch[i].cost)
         probs = [0.0] * len(batch)
         for group in split_by_length([batch[i].cost for i in order]):

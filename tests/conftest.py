@@ -120,7 +120,7 @@ class GatedModel:
     def __getattr__(self, name):
         return getattr(self._inner, name)
 
-    def predict_encoded(self, batch):
+    def predict_encoded(self, batch, beside=None):
         self.batches.append(list(batch))
         self.threads.add(threading.current_thread().name)
         self.entered.set()
@@ -128,7 +128,7 @@ class GatedModel:
             raise RuntimeError("test gate never opened")
         if any(self.fail_if(e) for e in batch):
             raise RuntimeError("injected failure")
-        return self._inner.predict_encoded(batch)
+        return self._inner.predict_encoded(batch, beside)
 
 
 @pytest.fixture

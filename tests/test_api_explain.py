@@ -213,10 +213,10 @@ class Recording:
         with self._lock:
             return self._active == 0
 
-    def predict_encoded(self, batch):
+    def predict_encoded(self, batch, beside=None):
         self._enter()
         try:
-            return self._inner.predict_encoded(batch)
+            return self._inner.predict_encoded(batch, beside)
         finally:
             self._leave()
 

@@ -395,9 +395,9 @@ def test_model_is_loaded_warmed_and_run_only_on_the_torch_pool(make_settings, mo
         loaded = real_load(*args, **kwargs)
         real_predict = loaded.predict_encoded
 
-        def predict(batch):
+        def predict(batch, beside=None):
             threads.append(threading.current_thread().name)
-            return real_predict(batch)
+            return real_predict(batch, beside)
 
         loaded.predict_encoded = predict
         return loaded

@@ -132,3 +132,34 @@ def test_networks_that_cannot_run_by_segments_run_the_padded_pass():
         ids, lengths = right_pad([[3, 4, 5], [6]])
         with torch.inference_mode():
             assert torch.equal(net.forward_segments(ids, lengths, [(0, 1, 2), (1, 3, 1)]), net(ids, lengths))
+
+
+@pytest.mark.parametrize("nb_buckets", [0, 256])
+def test_directions_on_two_threads_give_the_same_logits(nb_buckets):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from model.network import plan_segments, right_pad
+
+    torch.manual_seed(0)
+    net = SentimentLSTM(NetworkConfig(vocab_size=50, embed_dim=8, hidden_dim=8, nb_buckets=nb_buckets)).eval()
+    rows = [torch.randint(2, 50, (n,)).tolist() for n in (40, 33, 12, 1)]  # longest first
+    ids, lengths = right_pad(rows)
+    segments = plan_segments(lengths.tolist())
+    with ThreadPoolExecutor(1) as helper, torch.inference_mode():
+        alone = net.forward_segments(ids, lengths, segments)
+        helped = net.forward_segments(ids, lengths, segments, beside=helper)
+        lone = net.forward_segments(ids[3:, :1], lengths[3:], plan_segments([1]), beside=helper)
+    assert torch.equal(helped, alone)
+    assert torch.equal(lone, alone[3:])
+
+
+def test_a_failing_direction_on_the_helper_fails_the_pass():
+    from concurrent.futures import ThreadPoolExecutor
+
+    from model.network import plan_segments, right_pad
+
+    net = SentimentLSTM(NetworkConfig(vocab_size=50, embed_dim=8, hidden_dim=8, nb_buckets=0)).eval()
+    ids, lengths = right_pad([[3, 4, 5], [6]])
+    ids[1, 0] = 999  # out of the vocabulary: the embedding lookup raises, in whichever thread reads the row
+    with ThreadPoolExecutor(1) as helper, torch.inference_mode(), pytest.raises(IndexError):
+        net.forward_segments(ids, lengths, plan_segments([3, 1]), beside=helper)

@@ -482,3 +482,19 @@ def test_the_listening_socket_says_it_is_tcp_so_asyncio_sets_nodelay_on_connecti
         assert sock.proto == socket.IPPROTO_TCP
     finally:
         sock.close()
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="lending an idle core to a pass needs two usable cores")
+def test_a_lone_pass_runs_on_an_idle_core_too_and_answers_the_same(start_server):
+    texts = ["A moving, beautifully acted film.", "Dull, and far too long: I left early."]
+    answers = {}
+    for setting in ("true", "false"):
+        server = start_server(SENTIMENT_USE_IDLE_CORES=setting, SENTIMENT_TORCH_WORKERS="1")
+        server.wait_ready()
+        answers[setting] = [httpx.post(server.url + "/predict", json={"text": t}, timeout=30).json()["probabilities"]
+                            for t in texts]
+        metrics = httpx.get(server.url + "/metrics").text
+        helped = float(re.search(r"^sentiment_helped_passes_total (\S+)$", metrics, re.M).group(1))
+        assert helped >= len(texts) if setting == "true" else helped == 0, metrics
+        assert server.stop() == 0
+    assert answers["true"] == answers["false"]
