@@ -248,8 +248,9 @@ def report(results: dict, gpu: dict | None) -> str:
         "  because this machine's speed drifts over minutes: \"service/limit\" divides by the best of the first",
         "  sweep, \"around its run\" by the better of the two checks either side of the default layout's server.",
         "- **The naive server** (`bench/naive_server.py`) runs one forward pass per request; it is measured with one",
-        "  process and with one process per core (`naive-PxT`: P processes × T torch threads), and each ratio",
-        "  against it uses its best layout at that number of connections.",
+        "  process, with one process per core, and with one process using every core for each pass (`naive-PxT`: P",
+        "  processes × T torch threads), and each ratio against it uses its best layout at that number of",
+        "  connections.",
         "- **Interleaved**: the default service layout and the naive layouts again, all up at once and measured in",
         "  turn, a few seconds each, round after round. The sequential runs are minutes apart; these ratios compare",
         "  runs seconds apart (the median over the rounds, and their range).",
@@ -358,9 +359,11 @@ def main(argv: list[str] | None = None) -> int:
             "SENTIMENT_PROCESSES": layout.split("x")[0], "SENTIMENT_TORCH_WORKERS": layout.split("x")[1]})
             for layout in service_layouts]
         if not a.skip_naive:
-            for processes in dict.fromkeys([1, a.max_threads]):
-                argv0 = [sys.executable, "-m", "bench.naive_server", "--workers", str(processes), "--threads", "1"]
-                servers.append((f"naive-{processes}x1", argv0, {}))
+            # One process, one per core, and one process with a thread per core: a lone request's fastest layout.
+            for processes, threads in dict.fromkeys([(1, 1), (a.max_threads, 1), (1, a.max_threads)]):
+                argv0 = [sys.executable, "-m", "bench.naive_server", "--workers", str(processes), "--threads",
+                         str(threads)]
+                servers.append((f"naive-{processes}x{threads}", argv0, {}))
 
         def start(argv0: list[str], layout_env: dict[str, str]) -> Server:
             port = free_port()
