@@ -78,6 +78,9 @@ def test_interleaved_ratios_take_each_rounds_best_naive_layout_and_report_the_me
     assert out["service/naive best, interleaved, single texts, 64 conns"] == \
         "1.91x, the median of 3 rounds (1.88-2.00x)"
     assert not any("interleaved, single texts, 1 conns" in key for key in out)
+    # Against the layout with the best median (naive-2x1: 95 against 90), round by round: 200/100, 210/95, 150/50.
+    assert out["service/naive best layout by median, interleaved, single texts, 64 conns"] == \
+        "2.21x (naive-2x1), the median of 3 rounds (2.00-3.00x)"
     results["ratios"] = out
     text = report(results, None)
     assert f"| conns | round | {default} | naive-1x1 | naive-2x1 | service / naive best |" in text
