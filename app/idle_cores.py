@@ -25,7 +25,7 @@ from app.processes import Siblings
 from app.torch_pool import torch_pool
 
 # What every server process publishes (app.processes.SharedCounts): its threads busy with forward passes, and when
-# its last pass ended (time.monotonic_ns in ms, a clock all processes of the machine share).
+# its last pass ended (`_now_ms`).
 BUSY_THREADS = "busy-threads"
 LAST_PASS_END = "last-pass-end"
 RECENT_S = 0.02
@@ -68,14 +68,19 @@ class IdleCores:
             return False
         if self._busy_shared is None:
             return True
-        recent = time.monotonic_ns() // 1_000_000 - self._ended_shared.others_max() < RECENT_S * 1000
+        recent = _now_ms() - self._ended_shared.others_max() < RECENT_S * 1000
         return not self._busy_shared.others() and not recent
 
     def _publish(self, ended: bool = False) -> None:
         if self._busy_shared is not None:
             self._busy_shared.publish(self._busy)
             if ended:
-                self._ended_shared.publish(time.monotonic_ns() // 1_000_000)
+                self._ended_shared.publish(_now_ms())
 
     def shutdown(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _now_ms() -> int:
+    """time.monotonic in whole milliseconds: a clock every process of the machine shares, in a shared count's int."""
+    return time.monotonic_ns() // 1_000_000
